@@ -55,13 +55,14 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, FormatError> {
     let mut map = parse_object(bytes)?;
     take_version_1(&mut map, "v", "v")?;
     let instance_id = take_nonempty(&mut map, "instance_id", "instance_id")?;
-    let profile = ProfileName::new(&take_string(&mut map, "profile", "profile")?).map_err(
-        |_| FormatError::Field {
+    let profile =
+        ProfileName::new(&take_string(&mut map, "profile", "profile")?).map_err(|_| {
+            FormatError::Field {
             field: "profile",
             problem:
                 "is not a valid profile name (1 to 64 of A-Z a-z 0-9 _ . -, not starting with '.')",
-        },
-    )?;
+        }
+        })?;
     let serial = take_u64(&mut map, "serial", "serial")?;
     let issued_at = take_time(&mut map, "issued_at", "issued_at")?;
     let role_arn = take_nonempty(&mut map, "role_arn", "role_arn")?;
