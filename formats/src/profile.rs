@@ -69,6 +69,16 @@ impl ProfileName {
     }
 }
 
+/// Config files name profiles as table keys; they are validated like any other name.
+impl<'de> serde::Deserialize<'de> for ProfileName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::new(&name).map_err(|err| {
+            serde::de::Error::custom(format_args!("invalid profile name {name:?}: {err}"))
+        })
+    }
+}
+
 impl fmt::Display for ProfileName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -5,7 +5,7 @@
 //! that form and reads any RFC 3339 timestamp, converting it to UTC. A fraction of a
 //! second is dropped on reading, which moves an expiry earlier, never later.
 
-use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 
 /// Formats a time as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_expiration(time: DateTime<Utc>) -> String {
@@ -14,8 +14,15 @@ pub fn format_expiration(time: DateTime<Utc>) -> String {
 
 /// Parses any RFC 3339 timestamp (any offset, any fraction) into UTC whole seconds.
 /// Returns `None` when the text is not RFC 3339; the caller names the field.
+///
+/// An offset can carry a time just outside years 0000 to 9999 once converted to
+/// UTC (`9999-12-31T23:59:59-23:59`); such a time could not be written back in the
+/// canonical form, so it is refused here (found by fuzzing).
 pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
     let parsed = DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc);
+    if !(0..=9999).contains(&parsed.year()) {
+        return None;
+    }
     parsed.with_nanosecond(0)
 }
 
@@ -71,6 +78,9 @@ mod tests {
             "2026-11-22 13:00:00",
             "1763816400",
             "tomorrow",
+            // Regressions from fuzzing: valid RFC 3339, outside 0000-9999 in UTC.
+            "9999-12-31T23:59:59-23:59",
+            "0000-01-01T00:00:00+00:01",
         ] {
             assert_eq!(parse_timestamp(text), None, "{text}");
         }

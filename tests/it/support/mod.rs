@@ -1,7 +1,15 @@
 //! Helpers shared by the scenario modules: where the binaries and the Python venv
 //! are, a throwaway host layout, and secret-leak checks.
 
+pub mod daemon;
+pub mod delivery;
+pub mod endpoints;
 pub mod moto;
+pub mod nspawn;
+pub mod sealing;
+pub mod ssm_nodes;
+pub mod strace;
+pub mod users;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
