@@ -1,0 +1,29 @@
+"""Read and write moto's SSM records, signed with the test user's key.
+
+Usage: moto_ssm.py URL KEY_ID SECRET commands
+       moto_ssm.py URL KEY_ID SECRET parameter NAME
+       moto_ssm.py URL KEY_ID SECRET put-parameter NAME VALUE
+
+`commands` prints ListCommands' Commands (parameters included) as JSON;
+`parameter` prints the value (nothing when missing); `put-parameter` stores a
+String parameter.
+"""
+import json
+import sys
+
+import boto3
+
+url, key_id, secret, what = sys.argv[1:5]
+ssm = boto3.client("ssm", endpoint_url=url, region_name="us-east-1",
+                   aws_access_key_id=key_id, aws_secret_access_key=secret)
+if what == "commands":
+    print(json.dumps(ssm.list_commands()["Commands"], default=str))
+elif what == "parameter":
+    try:
+        print(ssm.get_parameter(Name=sys.argv[5])["Parameter"]["Value"])
+    except ssm.exceptions.ParameterNotFound:
+        pass
+elif what == "put-parameter":
+    ssm.put_parameter(Name=sys.argv[5], Value=sys.argv[6], Type="String")
+else:
+    sys.exit("unknown mode " + what)
