@@ -6,6 +6,8 @@
 #   - mean wall time of `aovis-cred --profile bench` and of `cat` of the same file
 #     (hyperfine -N, no shell; interleaved in blocks so drift hits both alike) and
 #     their ratio; target at most 1.05x;
+#     and against a minimal Rust read-and-print binary built here with the same
+#     release profile (the floor any Rust binary pays: its runtime's start-up);
 #   - the release binary's size; target at most 1 MiB;
 #   - peak RSS of one run of each; target at most 2.5 MiB.
 # Usage: bench/cred.sh [BLOCKS] [RUNS_PER_BLOCK]   (default 10 x 100 = 1000 runs each)
@@ -29,19 +31,48 @@ JSON
 chmod 0640 "$work/profiles/bench.json"
 export AOVIS_STATE_DIR=$work
 
+# The floor: the smallest Rust program that reads the file and prints it, with the
+# workspace's release profile, so the ratio to it is aovis-cred's own cost.
+mkdir -p "$work/minimal/src"
+cat > "$work/minimal/Cargo.toml" <<'TOML'
+[package]
+name = "minimal"
+version = "0.0.0"
+edition = "2021"
+[workspace]
+[profile.release]
+opt-level = 3
+lto = "fat"
+codegen-units = 1
+panic = "abort"
+strip = true
+TOML
+cat > "$work/minimal/src/main.rs" <<'RS'
+use std::io::Write;
+fn main() {
+    let path = std::env::args_os().nth(1).expect("a path");
+    let bytes = std::fs::read(path).expect("readable");
+    std::io::stdout().write_all(&bytes).expect("stdout");
+}
+RS
+cargo build --quiet --release --offline --manifest-path "$work/minimal/Cargo.toml" --target-dir "$work/minimal/target"
+minimal=$work/minimal/target/release/minimal
+
 for i in $(seq "$blocks"); do
     hyperfine -N --warmup 20 --runs "$runs" --style none \
         --export-json "$work/block-$i.json" \
-        "cat $work/profiles/bench.json" "$bin --profile bench" >/dev/null
+        "cat $work/profiles/bench.json" "$minimal $work/profiles/bench.json" \
+        "$bin --profile bench" >/dev/null
 done
 
 python3 - "$work" "$bin" "$blocks" <<'PY'
 import glob, json, os, subprocess, sys, statistics
 work, binary, blocks = sys.argv[1], sys.argv[2], int(sys.argv[3])
-times = {"cat": [], "aovis-cred": []}
+times = {"cat": [], "minimal": [], "aovis-cred": []}
 for path in glob.glob(f"{work}/block-*.json"):
     for result in json.load(open(path))["results"]:
-        key = "cat" if result["command"].startswith("cat ") else "aovis-cred"
+        command = result["command"]
+        key = "cat" if command.startswith("cat ") else "minimal" if "/minimal " in command else "aovis-cred"
         times[key].extend(result["times"])
 def peak_rss_kib(argv):
     # GNU time's %M: the child's own high-water mark (GNU time itself is ~1 MiB, so
@@ -51,13 +82,17 @@ def peak_rss_kib(argv):
     return int(out.stderr.strip().splitlines()[-1])
 cat_mean = statistics.mean(times["cat"]) * 1e6
 cred_mean = statistics.mean(times["aovis-cred"]) * 1e6
+minimal_mean = statistics.mean(times["minimal"]) * 1e6
 size = os.path.getsize(binary)
 rss_cred = peak_rss_kib([binary, "--profile", "bench"])
 rss_cat = peak_rss_kib(["cat", f"{work}/profiles/bench.json"])
 print(f"runs:            {len(times['aovis-cred'])} each ({blocks} interleaved blocks)")
 print(f"cat:             mean {cat_mean:7.1f} us  (median {statistics.median(times['cat'])*1e6:.1f} us)")
+print(f"minimal Rust:    mean {minimal_mean:7.1f} us  (median {statistics.median(times['minimal'])*1e6:.1f} us)")
 print(f"aovis-cred:      mean {cred_mean:7.1f} us  (median {statistics.median(times['aovis-cred'])*1e6:.1f} us)")
 print(f"ratio:           {cred_mean / cat_mean:.3f}x cat   (target <= 1.05x)")
+print(f"                 {minimal_mean / cat_mean:.3f}x cat for the minimal Rust binary (the floor)")
+print(f"                 {cred_mean / minimal_mean:.3f}x the minimal Rust binary")
 print(f"binary size:     {size} bytes = {size / 1048576:.2f} MiB   (target <= 1 MiB)")
 print(f"peak RSS:        aovis-cred {rss_cred} KiB = {rss_cred / 1024:.2f} MiB, cat {rss_cat} KiB   (target <= 2.5 MiB)")
 PY
