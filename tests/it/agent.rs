@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::support::delivery::agent;
 use crate::support::moto::MotoServer;
 use crate::support::sealing::{
     b64, envelope, open_with_cli, seal_with_cli, seal_with_crate, HOST_ID, ROLE_ARN,
@@ -20,23 +21,6 @@ use crate::support::sealing::{
 use crate::support::{
     assert_no_secret, expiration_in, is_root, py_script, python, text, TempHost, KEY_ID, SECRET,
 };
-
-/// An `aovis-agent` command on `host`, answering to [`HOST_ID`] as SSM Agent would
-/// tell it, with no real registration file in the way.
-fn agent(host: &TempHost) -> Command {
-    let mut command = host.command("aovis-agent");
-    command
-        .env("AWS_SSM_INSTANCE_ID", HOST_ID)
-        .env(
-            "AOVIS_SSM_REGISTRATION_FILE",
-            host.root().join("no-registration"),
-        )
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE");
-    command
-}
 
 /// The host's age secret key line, to search outputs for.
 fn host_secret_key(host: &TempHost) -> Option<String> {

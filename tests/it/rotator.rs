@@ -75,6 +75,27 @@ fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
     path
 }
 
+/// The config most tests use: region us-east-1, the extra top-level `settings`
+/// (TOML lines joined by `\n`, may be empty), and one `default` binding of the test
+/// role to the nodes tagged `Fleet=e2e`.
+fn write_fleet_config(dir: &Path, aws: &Aws, settings: &str) -> std::path::PathBuf {
+    let settings = if settings.is_empty() {
+        String::new()
+    } else {
+        format!("{settings}\n")
+    };
+    write_config(
+        dir,
+        &format!(
+            "region = \"us-east-1\"\n{settings}{}",
+            binding("default", &aws.role_arn, FLEET_TARGETS)
+        ),
+    )
+}
+
+/// The targets of [`write_fleet_config`]'s binding.
+const FLEET_TARGETS: &str = "{ tags = { Fleet = [\"e2e\"] } }";
+
 fn binding(profile: &str, role_arn: &str, targets: &str) -> String {
     format!(
         "[[binding]]\nprofile = \"{profile}\"\nrole_arn = \"{role_arn}\"\ntargets = {targets}\n"
@@ -182,12 +203,10 @@ fn a_round_enrolls_delivers_and_reports_offline_and_refusing_hosts() {
     aws.read(&["put-parameter", &param(REFUSES), &stranger]);
 
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = write_fleet_config(
         dir.path(),
-        &format!(
-            "region = \"us-east-1\"\nconcurrency = 4\nconfirm_timeout_seconds = 60\n{}",
-            binding("default", &aws.role_arn, "{ tags = { Fleet = [\"e2e\"] } }")
-        ),
+        &aws,
+        "concurrency = 4\nconfirm_timeout_seconds = 60",
     );
     let out = rotator(
         &aws,
@@ -398,13 +417,7 @@ fn throttling_and_5xx_answers_lose_no_host_and_a_stuck_command_times_out() {
         r#"{"throttle_every":{"SendCommand":2},"error_5xx_every":3,"hang_instances":["mi-00000000000000014"]}"#,
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "region = \"us-east-1\"\nconfirm_timeout_seconds = 5\n{}",
-            binding("default", &aws.role_arn, "{ tags = { Fleet = [\"e2e\"] } }")
-        ),
-    );
+    let config = write_fleet_config(dir.path(), &aws, "confirm_timeout_seconds = 5");
     let out = rotator(
         &aws,
         &nodes.url(),
@@ -532,13 +545,7 @@ fn shards_split_the_fleet_without_overlap() {
     let aws = setup_aws(&[]);
     let nodes = enrolled_fleet(&aws, FLEET, "{}");
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "region = \"us-east-1\"\n{}",
-            binding("default", &aws.role_arn, "{ tags = { Fleet = [\"e2e\"] } }")
-        ),
-    );
+    let config = write_fleet_config(dir.path(), &aws, "");
     let mut seen = Vec::new();
     for shard in ["1/2", "2/2"] {
         let out = rotator(
@@ -818,7 +825,7 @@ fn as_a_lambda_it_serves_scheduler_events_and_fails_the_invocation_on_a_bad_one(
         serde_json::from_str(&results.next().unwrap().unwrap()).unwrap();
     let port = started["port"].as_u64().unwrap();
 
-    let config = binding("default", &aws.role_arn, "{ tags = { Fleet = [\"e2e\"] } }");
+    let config = binding("default", &aws.role_arn, FLEET_TARGETS);
     let function = Command::new(bin("aovis-rotator"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -895,13 +902,7 @@ fn progress_shows_on_a_terminal_only() {
     let aws = setup_aws(&[]);
     let nodes = enrolled_fleet(&aws, FLEET, "{}");
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "region = \"us-east-1\"\n{}",
-            binding("default", &aws.role_arn, "{ tags = { Fleet = [\"e2e\"] } }")
-        ),
-    );
+    let config = write_fleet_config(dir.path(), &aws, "");
     // Not a terminal: no progress on stderr.
     let plain = rotator(
         &aws,
