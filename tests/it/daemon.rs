@@ -87,14 +87,14 @@ fn wall_now() -> DateTime<Utc> {
     DateTime::<Utc>::from(std::time::SystemTime::now())
 }
 
-/// Runs `tests/py/botocore_chain.py` in a clean environment: no credentials of the
+/// Runs `tests/py/botocore_resolve.py` in a clean environment: no credentials of the
 /// caller's, empty AWS config files, only `env` on top.
 fn botocore_chain(host: &TempHost, env: &[(&str, String)]) -> (Output, serde_json::Value) {
     let empty = host.root().join("empty-aws-file");
     fs::write(&empty, "").unwrap();
     let mut command = Command::new(python());
     command
-        .arg(py_script("botocore_chain.py"))
+        .arg(py_script("botocore_resolve.py"))
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", host.root())
@@ -107,7 +107,7 @@ fn botocore_chain(host: &TempHost, env: &[(&str, String)]) -> (Output, serde_jso
     let out = command.output().unwrap();
     let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
         panic!(
-            "botocore_chain.py printed no JSON: {} {}",
+            "botocore_resolve.py printed no JSON: {} {}",
             text(&out.stdout),
             text(&out.stderr)
         )

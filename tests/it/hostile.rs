@@ -350,7 +350,7 @@ profiles = ["team"]
 listen = ["127.0.0.1:0"]
 "#;
 
-/// botocore's default chain (`tests/py/botocore_chain.py`) as `user`, with only
+/// botocore's default chain (`tests/py/botocore_resolve.py`) as `user`, with only
 /// the given variables set. The JSON it prints, when it printed any (an unreadable
 /// token file is a `PermissionError`, which botocore does not wrap).
 fn botocore_as(
@@ -363,7 +363,7 @@ fn botocore_as(
     set_mode(&empty, 0o644);
     let mut command = Command::new(python());
     command
-        .arg(py_script("botocore_chain.py"))
+        .arg(py_script("botocore_resolve.py"))
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", host.root())
