@@ -9,7 +9,7 @@ use aovis_formats::paths::Paths;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
-use crate::{config, daemon, doctor, identity, instance, receive, status};
+use crate::{config, daemon, doctor, identity, instance, one_line, receive, status};
 
 /// Exit codes, shown by `--help`.
 const EXIT_CODES: &str = "\
@@ -138,18 +138,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(err.exit_code())
         }
     }
-}
-
-/// `error: cause: cause`, on one line.
-fn one_line(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line.replace(['\n', '\r'], " ")
 }
 
 fn now() -> DateTime<Utc> {

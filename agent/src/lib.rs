@@ -32,3 +32,16 @@ pub mod receive;
 pub mod status;
 pub mod store;
 pub mod verify;
+
+/// An error and its causes on one line, `error: cause: cause`: the form every
+/// command's stderr line and every daemon log line takes.
+pub fn one_line(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line.replace(['\n', '\r'], " ")
+}

@@ -691,7 +691,7 @@ mod tests {
         ];
         for (name, payload, code, expected) in cases {
             let err = fixture.receive(&payload).unwrap_err();
-            let message = chain(&err);
+            let message = crate::one_line(&err);
             assert_eq!(err.exit_code(), code, "{name}: {message}");
             assert!(message.contains(expected), "{name}: {message}");
             assert!(!message.contains(SECRET), "{name} leaked: {message}");
@@ -707,17 +707,6 @@ mod tests {
         base64::engine::general_purpose::STANDARD
             .encode(bytes)
             .into_bytes()
-    }
-
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
     }
 
     #[test]

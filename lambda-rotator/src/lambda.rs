@@ -75,13 +75,7 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, BoxError> {
     let report = round::run(config, clients, Arc::clone(&clock), settings).await;
     crate::print_report(&report, clock.now())?;
     if report.is_failure() {
-        let c = &report.counts;
-        let why = report.error.clone().unwrap_or_else(|| {
-            format!(
-                "{} of {} hosts failed, {} not reached",
-                c.failed, c.targeted, c.not_reached
-            )
-        });
+        let why = report.failure_summary();
         return Err(format!("round {} failed: {why}", report.round.serial).into());
     }
     Ok(serde_json::to_value(&report)?)

@@ -260,13 +260,7 @@ fn rotate(path: &PathBuf, shard: Option<Shard>) -> Result<ExitCode, CliError> {
     })?;
     print_report(&report, SystemClock.now()).map_err(CliError::Stdout)?;
     if report.is_failure() {
-        let c = &report.counts;
-        let why = report.error.clone().unwrap_or_else(|| {
-            format!(
-                "{} of {} hosts failed, {} not reached",
-                c.failed, c.targeted, c.not_reached
-            )
-        });
+        let why = report.failure_summary();
         eprintln!("aovis-rotator: round {} failed: {why}", report.round.serial);
         return Ok(ExitCode::from(1));
     }

@@ -191,6 +191,18 @@ impl Report {
         self.error.is_some() || self.counts.failed > 0 || self.counts.not_reached > 0
     }
 
+    /// Why a failed round failed, for its one error line: the error that stopped it,
+    /// else the counts.
+    pub fn failure_summary(&self) -> String {
+        let c = &self.counts;
+        self.error.clone().unwrap_or_else(|| {
+            format!(
+                "{} of {} hosts failed, {} not reached",
+                c.failed, c.targeted, c.not_reached
+            )
+        })
+    }
+
     /// The report as one line of JSON.
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))

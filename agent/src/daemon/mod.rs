@@ -152,18 +152,6 @@ impl std::error::Error for DaemonError {
     }
 }
 
-/// An error and its causes on one line: `a: b: c`.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
-}
-
 /// The wall clock, read only here and in the request handler (the edges).
 fn wall_clock() -> DateTime<Utc> {
     DateTime::<Utc>::from(std::time::SystemTime::now())
@@ -380,7 +368,7 @@ impl Daemon {
                 tracing::info!(config = %self.config_path.display(), "config reloaded");
             }
             Err(err) => tracing::error!(
-                error = %chain(&err),
+                error = %crate::one_line(&err),
                 "reload failed; still running with the previous config"
             ),
         }
@@ -624,7 +612,7 @@ mod tests {
             source: io::Error::from(io::ErrorKind::AddrInUse),
         };
         assert_eq!(
-            chain(&err),
+            crate::one_line(&err),
             "cannot listen on 127.0.0.1:9911: address in use"
         );
     }
