@@ -45,6 +45,15 @@ profiles = ["build"]
 listen = ["127.0.0.1:0"]
 "#;
 
+/// [`CONFIG`] with the default 10 s client timeout, for tests that drive real SDKs.
+/// botocore's container provider retries a refused request after sleeping 1 s, on
+/// the same keep-alive connection; with a 1 s idle timeout the daemon closes that
+/// connection just as the retry goes out, and botocore reports "Connection was
+/// closed" instead of the 401 (the race CI hit).
+fn sdk_config() -> String {
+    CONFIG.replace("client_timeout_secs = 1", "client_timeout_secs = 10")
+}
+
 /// A host with fresh caches (issued now, one hour of life) for `default` and `build`.
 fn fresh_host() -> TempHost {
     let host = TempHost::new();
@@ -124,7 +133,7 @@ fn assert_fixture_credentials(what: &str, value: &serde_json::Value) {
 #[test]
 fn botocore_resolves_credentials_through_imds_v2_only() {
     let host = fresh_host();
-    let daemon = Daemon::start(&host, CONFIG, &[]);
+    let daemon = Daemon::start(&host, &sdk_config(), &[]);
     let (out, value) = botocore_chain(
         &host,
         &[
@@ -141,7 +150,7 @@ fn botocore_resolves_credentials_through_imds_v2_only() {
 #[test]
 fn botocore_resolves_credentials_through_the_container_endpoint() {
     let host = fresh_host();
-    let daemon = Daemon::start(&host, CONFIG, &[]);
+    let daemon = Daemon::start(&host, &sdk_config(), &[]);
     let token_file = host.state_dir().join("tokens/build.token");
     let metadata = fs::metadata(&token_file).unwrap();
     assert_eq!(metadata.mode() & 0o7777, 0o640, "token file mode");
@@ -210,7 +219,7 @@ fn botocore_resolves_credentials_through_the_container_endpoint() {
 #[tokio::test]
 async fn aws_config_imds_provider_resolves_credentials() {
     let host = fresh_host();
-    let daemon = Daemon::start(&host, CONFIG, &[]);
+    let daemon = Daemon::start(&host, &sdk_config(), &[]);
     let client = aws_config::imds::client::Client::builder()
         .endpoint(daemon.imds_url())
         .unwrap()

@@ -4,7 +4,9 @@
 //! [daemon]
 //! max_connections = 256            # open connections over all listeners (1 to 65535)
 //! client_timeout_secs = 10         # to send a request's headers or body, and idle time
-//!                                  # between requests on one connection (1 to 300)
+//!                                  # between requests on one connection (1 to 300);
+//!                                  # keep it above 2: botocore retries a refused
+//!                                  # request after 1 s on the same connection
 //!
 //! [daemon.imds]
 //! profile = "default"              # the one profile served as the instance's role
