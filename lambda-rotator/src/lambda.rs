@@ -34,7 +34,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serves Lambda invocations until the runtime stops.
 pub fn main() -> ExitCode {
-    crate::init_logging(true);
+    crate::cli::init_logging(true);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,9 +57,9 @@ pub fn main() -> ExitCode {
 async fn handle(event: LambdaEvent<Value>) -> Result<Value, BoxError> {
     let shard = shard_of(&event.payload)?;
     let config = load_config().await?;
-    let (config, clients) = crate::prepare(config, true)
+    let (config, clients) = crate::cli::prepare(config, true)
         .await
-        .map_err(|err| crate::chain(&err))?;
+        .map_err(|err| crate::cli::chain(&err))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let deadline = DateTime::<Utc>::from(event.context.deadline());
     let (stop_starting_at, hard_deadline) = cutoffs(clock.now(), deadline);
@@ -73,7 +73,7 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, BoxError> {
         progress: Progress::hidden(),
     };
     let report = round::run(config, clients, Arc::clone(&clock), settings).await;
-    crate::print_report(&report, clock.now())?;
+    crate::cli::print_report(&report, clock.now())?;
     if report.is_failure() {
         let why = report.failure_summary();
         return Err(format!("round {} failed: {why}", report.round.serial).into());

@@ -57,7 +57,7 @@ use crate::aws::{classify, describe, is_access_denied, one_line, Clients, ErrorK
 use crate::config::{Binding, Config, Targets};
 use crate::progress::Progress;
 use crate::report::{HostReport, Outcome, Report, ReportParts};
-use crate::seal::{parse_recipient, seal};
+use crate::seal::{parse_recipient, recipient_from_enroll_output, seal};
 use crate::shard::Shard;
 
 /// The time source, injected so deadline logic can be tested. Only `main` and the
@@ -583,14 +583,7 @@ impl Round {
                 self.fail_host(&done.instance_id, &reason);
                 continue;
             }
-            let line = done
-                .output
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
-            let Ok(recipient) = parse_recipient(&line) else {
+            let Ok((line, recipient)) = recipient_from_enroll_output(&done.output) else {
                 self.fail_host(
                     &done.instance_id,
                     "enrollment: aovis-agent enroll did not print an age X25519 recipient",

@@ -58,6 +58,15 @@ pub fn parse_recipient(text: &str) -> Result<Recipient, SealError> {
     Recipient::from_str(text).map_err(|_| SealError::BadRecipient)
 }
 
+/// The recipient in the output of `aovis-agent enroll` as SSM returns it: the
+/// first line, trimmed, must be an age X25519 recipient. Returns the text that is
+/// stored in Parameter Store and the parsed recipient.
+pub fn recipient_from_enroll_output(output: &str) -> Result<(String, Recipient), SealError> {
+    let line = output.lines().next().unwrap_or_default().trim();
+    let recipient = parse_recipient(line)?;
+    Ok((line.to_owned(), recipient))
+}
+
 /// Seals an envelope: JSON, age to `recipient`, standard base64.
 pub fn seal(envelope: &Envelope, recipient: &Recipient) -> Result<String, SealError> {
     let plaintext = envelope.to_json();
