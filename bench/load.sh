@@ -7,10 +7,13 @@
 #      that the requests it admits are still answered;
 #   3. 200 slow clients (below the cap) trickling headers or sending nothing,
 #      while wrk (16 connections) measures the service everyone else gets, then
-#      how long the daemon let the slow ones live (target: about 10 s);
+#      how long the daemon let the slow ones live (target: about 10 s, or less
+#      once new connections need their slots);
 #   4. 400 slow clients (above the cap) while wrk measures again, and 50 new
-#      connections try one request each: the cap is a bound on memory, and this
-#      shows what it costs in availability while slow clients hold every slot;
+#      connections try one request each: at the cap a new connection evicts the
+#      oldest one with no request in flight, so new clients must still be served
+#      (target: 50 of 50, wrk without errors) while the slow ones are pushed out
+#      oldest first;
 #   5. ROUNDS more rounds of 1 and 2, then the daemon's RSS after each phase and
 #      round: it must stay flat (no growth per round once the allocator has its
 #      working set; the last line compares first and last rounds).

@@ -1,7 +1,8 @@
 //! `aovis-agent run` against its real consumers: botocore resolving credentials
 //! through the IMDSv2 endpoint and through the container endpoint, the Rust
 //! aws-config IMDS provider, a test acting as systemd (notify socket, watchdog,
-//! reload, stop), log lines at the right moments, and hostile clients.
+//! reload, stop), log lines at the right moments, hostile clients, and slow clients
+//! holding every connection slot.
 //!
 //! Every test captures the daemon's log and searches it for the fixture secrets.
 
@@ -993,4 +994,242 @@ fn runs_unprivileged_with_only_the_profile_groups() {
         "a cache outside its groups is refused by the kernel: {log}"
     );
     assert_no_secret("daemon log", &log);
+}
+
+/// How a slow client holds its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slowness {
+    /// Connects and sends nothing.
+    Silent,
+    /// Sends one byte of a request head every 200 ms, never finishing it.
+    TrickleHead,
+    /// Is served one request, then keeps the connection open and idle.
+    IdleKeepAlive,
+    /// Sends a whole head announcing a body, then one body byte every 200 ms.
+    TrickleBody,
+}
+
+/// A connection held by a slow client; its trickling thread stops on drop.
+struct SlowClient {
+    kind: Slowness,
+    stream: TcpStream,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    trickler: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlowClient {
+    fn open(address: std::net::SocketAddr, kind: Slowness) -> Self {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut stream = TcpStream::connect(address).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let mut trickler = None;
+        match kind {
+            Slowness::Silent => {}
+            Slowness::TrickleHead | Slowness::TrickleBody => {
+                if matches!(kind, Slowness::TrickleBody) {
+                    stream
+                        .write_all(b"PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 1000\r\n\r\n")
+                        .unwrap();
+                }
+                let mut writer = stream.try_clone().unwrap();
+                let stop = std::sync::Arc::clone(&stop);
+                trickler = Some(std::thread::spawn(move || {
+                    let head = b"GET /latest/api/token HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+                    let bytes: &[u8] = match kind {
+                        Slowness::TrickleBody => b"",
+                        _ => head,
+                    };
+                    for byte in bytes.iter().chain(std::iter::repeat(&b'a')) {
+                        if stop.load(Ordering::Relaxed) || writer.write_all(&[*byte]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }));
+            }
+            Slowness::IdleKeepAlive => {
+                stream
+                    .write_all(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).unwrap();
+                assert!(
+                    buf[..n].starts_with(b"HTTP/1.1 401"),
+                    "{}",
+                    String::from_utf8_lossy(&buf[..n])
+                );
+            }
+        }
+        Self {
+            kind,
+            stream,
+            stop,
+            trickler,
+        }
+    }
+
+    /// True when the daemon closed the connection (end of file or reset); false
+    /// when it is still open (nothing to read for 300 ms).
+    fn closed_by_daemon(&mut self) -> bool {
+        use std::io::{ErrorKind, Read};
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        match self.stream.read(&mut buf) {
+            Ok(0) => true,
+            Ok(n) => panic!(
+                "{:?}: unexpected bytes {:?}",
+                self.kind,
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+            Err(_) => true,
+        }
+    }
+}
+
+/// Sends `request_line` with `headers` on a new connection, reads one answer (head
+/// and `Content-Length` body) and keeps the connection open.
+fn keep_alive_request(
+    address: std::net::SocketAddr,
+    request_line: &str,
+    headers: &[(&str, &str)],
+) -> (TcpStream, u16, String) {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut text = format!("{request_line} HTTP/1.1\r\nHost: {address}\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed before answering: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        if body.len() >= length {
+            let status = head
+                .get(9..12)
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(0);
+            return (stream, status, body.to_owned());
+        }
+    }
+}
+
+impl Drop for SlowClient {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(trickler) = self.trickler.take() {
+            let _ = trickler.join();
+        }
+    }
+}
+
+#[test]
+fn slow_clients_at_the_connection_cap_give_way_oldest_first() {
+    let host = fresh_host();
+    // A cap of 8 and a client timeout far longer than the test: only eviction can
+    // close a slow client here.
+    let config = CONFIG.replace(
+        "client_timeout_secs = 1",
+        "client_timeout_secs = 60\nmax_connections = 8",
+    );
+    let daemon = Daemon::start(&host, &config, &[]);
+    let imds = daemon.imds.unwrap();
+    let container = daemon.container.unwrap();
+    let container_token = fs::read_to_string(host.state_dir().join("tokens/build.token")).unwrap();
+
+    // Every slot held, oldest first: silent, trickling its head, idle keep-alive,
+    // trickling a body, and again.
+    let kinds = [
+        Slowness::Silent,
+        Slowness::TrickleHead,
+        Slowness::IdleKeepAlive,
+        Slowness::TrickleBody,
+    ];
+    let mut slow: Vec<SlowClient> = (0..8)
+        .map(|i| {
+            let client = SlowClient::open(imds, kinds[i % kinds.len()]);
+            // Accept order is connect order; a pause makes it certain.
+            std::thread::sleep(Duration::from_millis(50));
+            client
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A new client: a session token, the role's name, its credentials, and the
+    // container endpoint's credentials, each on a new connection that it keeps
+    // open, so each needs a slot of its own.
+    let started = Instant::now();
+    let (_token_conn, status, token) = keep_alive_request(
+        imds,
+        "PUT /latest/api/token",
+        &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
+    );
+    assert_eq!(status, 200, "{token}");
+    let (_role_conn, status, role) = keep_alive_request(
+        imds,
+        &format!("GET {CREDENTIALS_PATH}"),
+        &[("X-aws-ec2-metadata-token", &token)],
+    );
+    assert_eq!((status, role.as_str()), (200, ROLE));
+    let (_imds_conn, status, body) = keep_alive_request(
+        imds,
+        &format!("GET {CREDENTIALS_PATH}{ROLE}"),
+        &[("X-aws-ec2-metadata-token", &token)],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(KEY_ID));
+    let (_container_conn, status, body) = keep_alive_request(
+        container,
+        "GET /v1/credentials/build",
+        &[("Authorization", &container_token)],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(KEY_ID));
+    // Promptly: not after a slow client's 60 s timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Four new connections, four evictions: the four oldest, one of each kind.
+    let closed: Vec<(Slowness, bool)> = slow
+        .iter_mut()
+        .map(|client| (client.kind, client.closed_by_daemon()))
+        .collect();
+    let expected: Vec<(Slowness, bool)> = (0..8).map(|i| (kinds[i % kinds.len()], i < 4)).collect();
+    assert_eq!(closed, expected, "(kind, evicted) from oldest to newest");
+
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+    assert_no_secret("daemon log", &daemon.log());
 }

@@ -6,11 +6,11 @@
 //!
 //! | limit | value | past it |
 //! |---|---|---|
-//! | open connections (all listeners) | `[daemon] max_connections`, default 256 | closed on accept |
+//! | open connections (all listeners) | `[daemon] max_connections`, default 256 | the oldest connection with no request in flight (idle, or still sending a head or body) is closed to make room (see [`super::connections`]); only if every one awaits its answer is the new one closed |
 //! | request head (line + headers) | 16 KiB, at most 64 headers | 431, closed |
 //! | request body | 1 KiB (no request needs one) | 413, closed |
-//! | time to send the head, and idle time between requests | `[daemon] client_timeout_secs`, default 10 s | closed |
-//! | time to send the body | the same | 408, closed |
+//! | time to send the head, and idle time between requests | `[daemon] client_timeout_secs`, default 10 s (less when newer clients need the slot) | closed |
+//! | time to send the body | the same (less when newer clients need the slot) | 408, closed |
 //! | one connection's life | 5 minutes | finishes its request, then closed |
 //!
 //! Malformed requests get hyper's 400 (or a closed connection); nothing a client
@@ -18,8 +18,8 @@
 //!
 //! Shutdown: each accept loop stops at the signal (so new connections are refused),
 //! and each connection finishes the request it is serving and closes. Connections
-//! hold a permit of the connection semaphore, so the daemon knows they are all gone
-//! when every permit is back.
+//! hold a permit of the connection cap, so the daemon knows they are all gone when
+//! every permit is back.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -36,8 +36,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 
+use super::connections::{Admission, Admitted, Connections, InFlight, EVICTION_WAIT};
 use super::container;
 use super::imds::Imds;
 use super::store::Store;
@@ -152,7 +153,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     endpoint: Endpoint,
     shared: Arc<Shared>,
-    permits: Arc<Semaphore>,
+    connections: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -169,16 +170,27 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracing::debug!(endpoint = endpoint.name(), %peer, "connection cap reached; closing");
-            continue;
+        // At the cap this evicts the oldest idle connection and waits (briefly) for
+        // its slot: one connection in, at most one out, so the cap always holds and
+        // a connect flood spawns no more tasks than the cap. Debug level only: a
+        // flood must not flood the journal.
+        let admitted = match connections.admit(EVICTION_WAIT).await {
+            Admission::Admitted(admitted) => admitted,
+            Admission::Full => {
+                tracing::debug!(
+                    endpoint = endpoint.name(),
+                    %peer,
+                    "every connection is serving a request; closing the new one"
+                );
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(
             stream,
             endpoint,
             Arc::clone(&shared),
-            permit,
+            admitted,
             shutdown.clone(),
         ));
     }
@@ -188,11 +200,20 @@ async fn serve_connection(
     stream: TcpStream,
     endpoint: Endpoint,
     shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
+    admitted: Admitted,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let client_timeout = shared.client_timeout;
-    let service = service_fn(move |request| handle(request, endpoint, Arc::clone(&shared)));
+    let admitted = Arc::new(admitted);
+    let tracker = Arc::clone(&admitted);
+    let service = service_fn(move |request| {
+        // Counted here, where hyper hands over the parsed head, and released when
+        // the handler's future ends or is dropped (see `connections` for why the
+        // count is exact between polls of this task).
+        let mut in_flight = tracker.request_started();
+        let shared = Arc::clone(&shared);
+        async move { handle(request, endpoint, shared, &mut in_flight).await }
+    });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -208,6 +229,20 @@ async fn serve_connection(
         result = connection.as_mut() => Some(result),
         () = stopping(&mut shutdown) => None,
         () = &mut life => None,
+        () = admitted.evicted() => {
+            // This branch runs between polls of `connection`, so the count is exact.
+            if !admitted.is_busy() {
+                tracing::debug!(
+                    endpoint = endpoint.name(),
+                    connection = admitted.id(),
+                    "closing the oldest idle connection to make room for a new one"
+                );
+                // Dropped, not shut down gracefully: hyper would wait for a head
+                // that a slow client may never finish.
+                return;
+            }
+            None
+        }
     };
     let result = match finished {
         Some(result) => result,
@@ -232,12 +267,18 @@ async fn handle(
     request: Request<Incoming>,
     endpoint: Endpoint,
     shared: Arc<Shared>,
+    in_flight: &mut InFlight,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
     if !parts.headers.contains_key(HOST) {
         return Ok(refuse(StatusCode::BAD_REQUEST, "a Host header is required"));
     }
-    if let Err(response) = drain_body(body, shared.client_timeout).await {
+    // A client still sending a body is as slow as one still sending its head: the
+    // connection may be evicted meanwhile (no API needs a body).
+    let drained = in_flight
+        .waiting_for_client(drain_body(body, shared.client_timeout))
+        .await;
+    if let Err(response) = drained {
         return Ok(response);
     }
     // The clock is read here, at the edge; the handlers take it as an argument.
@@ -322,20 +363,27 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Serves one IMDS listener with no profile and returns its address.
-    async fn server(max_connections: usize) -> (SocketAddr, watch::Sender<bool>, Arc<Semaphore>) {
+    async fn server(max_connections: usize) -> (SocketAddr, watch::Sender<bool>, Arc<Connections>) {
+        server_with_timeout(max_connections, Duration::from_millis(500)).await
+    }
+
+    async fn server_with_timeout(
+        max_connections: usize,
+        client_timeout: Duration,
+    ) -> (SocketAddr, watch::Sender<bool>, Arc<Connections>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared::new(Routes::default(), Duration::from_millis(500)));
-        let permits = Arc::new(Semaphore::new(max_connections));
+        let shared = Arc::new(Shared::new(Routes::default(), client_timeout));
+        let connections = Arc::new(Connections::new(max_connections));
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(accept_loop(
             listener,
             Endpoint::Imds,
             shared,
-            Arc::clone(&permits),
+            Arc::clone(&connections),
             shutdown,
         ));
-        (address, stop, permits)
+        (address, stop, connections)
     }
 
     /// Sends `request` and reads until the server closes or 2 s pass.
@@ -402,7 +450,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_client_is_cut_off() {
-        let (address, _stop, permits) = server(16).await;
+        let (address, _stop, connections) = server(16).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         stream
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
@@ -415,33 +463,87 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         // Its permit is back.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(permits.available_permits(), 16);
+        assert_eq!(connections.open(), 0);
+    }
+
+    /// True when the server has closed `stream` (read gives end of file); false if it
+    /// is still open (nothing to read within 200 ms).
+    async fn closed_by_server(stream: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0) | Err(_)) => return true,
+                // Leftovers of an earlier response.
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// A connection that has been served one request and stays open (keep-alive).
+    async fn idle_keep_alive(address: SocketAddr) -> TcpStream {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 401"), "{:?}", &buf[..n]);
+        stream
     }
 
     #[tokio::test]
-    async fn connections_past_the_cap_are_closed() {
-        let (address, _stop, _) = server(2).await;
-        let mut held = Vec::new();
+    async fn at_the_cap_a_new_connection_evicts_the_oldest_idle_one() {
+        // A long client timeout: only eviction can close a connection here.
+        let (address, _stop, connections) = server_with_timeout(3, Duration::from_secs(30)).await;
+        let mut keep_alive = idle_keep_alive(address).await;
+        // Connected, sent nothing.
+        let mut silent = TcpStream::connect(address).await.unwrap();
+        // Half a head.
+        let mut partial = TcpStream::connect(address).await.unwrap();
+        partial.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(connections.open(), 3);
+
+        let cases = [
+            ("idle keep-alive, oldest", &mut keep_alive),
+            ("sent nothing", &mut silent),
+            ("half a head", &mut partial),
+        ];
+        // Each new client stays open after its answer, so the cap stays reached and
+        // the next one must evict again.
+        let mut newcomers = Vec::new();
+        for (name, evicted) in cases {
+            newcomers.push(idle_keep_alive(address).await);
+            assert!(closed_by_server(evicted).await, "{name}: evicted");
+            assert!(connections.open() <= 3, "{name}: the cap holds");
+        }
+        for mut stream in newcomers {
+            assert!(!closed_by_server(&mut stream).await, "newcomers stay open");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_trickling_a_body_gives_way_like_one_trickling_its_head() {
+        let (address, _stop, connections) = server_with_timeout(2, Duration::from_secs(30)).await;
+        // Each has sent a whole head; its body trickles.
+        let mut slow = Vec::new();
         for _ in 0..2 {
             let mut stream = TcpStream::connect(address).await.unwrap();
             stream
-                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .write_all(
+                    b"PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab",
+                )
                 .await
                 .unwrap();
-            let mut buf = [0u8; 64];
-            let n = stream.read(&mut buf).await.unwrap();
-            assert!(n > 0);
-            held.push(stream);
+            slow.push(stream);
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let refused = exchange(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert_eq!(status_of(&refused), "closed", "{refused:?}");
-        drop(held);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let served = exchange(
-            address,
-            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert_eq!(status_of(&served), "401");
+        assert_eq!(connections.open(), 2);
+        let _newcomer = idle_keep_alive(address).await;
+        assert!(closed_by_server(&mut slow[0]).await, "the oldest went");
+        assert!(!closed_by_server(&mut slow[1]).await, "the newer one stays");
     }
 }

@@ -8,9 +8,11 @@
 //! | [`store`] | the loaded caches, with their response bodies prebuilt |
 //! | [`health`] | ok / stale / expired, the log lines each change deserves, the `STATUS=` line |
 //! | [`watch`] | inotify on `$STATE/profiles` |
+//! | [`open`] | opening a cache or token file without following links or blocking on FIFOs |
 //! | [`tokens`] | IMDSv2 session tokens (memory) and container tokens (files) |
 //! | [`imds`], [`container`] | the two APIs, as functions of a request and `now` |
 //! | [`http`] | listeners, connection limits, dispatch |
+//! | [`connections`] | the connection cap, and which connection gives way at it |
 //! | [`notify`] | the systemd notify protocol |
 //! | [`logging`] | journald or stderr |
 //!
@@ -41,12 +43,14 @@
 //! | `inotify_*`, `getrandom` (in `@system-service`) | delivery watch; tokens |
 //! | `Type=notify`, `WatchdogSec=`, `ExecReload=kill -HUP $MAINPID` | readiness, watchdog, reload |
 
+pub mod connections;
 pub mod container;
 pub mod health;
 pub mod http;
 pub mod imds;
 pub mod logging;
 pub mod notify;
+pub mod open;
 pub mod settings;
 pub mod store;
 pub mod tokens;
@@ -65,10 +69,11 @@ use aovis_formats::time::human_duration;
 use aovis_formats::ProfileName;
 use chrono::{DateTime, Utc};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{watch as flag, Semaphore};
+use tokio::sync::watch as flag;
 use tokio::task::JoinSet;
 
 use crate::config::{self, AgentConfig, ConfigError};
+use connections::Connections;
 use health::{Event, Tracker};
 use http::{Routes, Shared};
 use store::Slot;
@@ -441,8 +446,9 @@ async fn serve(config: AgentConfig, config_path: PathBuf, paths: Paths) -> Resul
     let listeners = http::bind(&http::endpoints(&daemon.config.daemon))
         .await
         .map_err(|(address, source)| DaemonError::Bind { address, source })?;
-    let max_connections = daemon.config.daemon.max_connections as usize;
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let connections = Arc::new(Connections::new(
+        daemon.config.daemon.max_connections as usize,
+    ));
     let (stop, shutdown) = flag::channel(false);
     let mut accept_loops = JoinSet::new();
     for (listener, endpoint) in listeners {
@@ -450,7 +456,7 @@ async fn serve(config: AgentConfig, config_path: PathBuf, paths: Paths) -> Resul
             listener,
             endpoint,
             Arc::clone(&shared),
-            Arc::clone(&permits),
+            Arc::clone(&connections),
             shutdown.clone(),
         ));
     }
@@ -502,24 +508,26 @@ async fn serve(config: AgentConfig, config_path: PathBuf, paths: Paths) -> Resul
         }
         daemon.update_status(now);
     }
-    drain_and_stop(stop, accept_loops, permits, max_connections).await
+    drain_and_stop(stop, accept_loops, &connections).await
 }
 
 /// Stops accepting, waits for connections to finish (at most [`DRAIN_TIMEOUT`]).
 async fn drain_and_stop(
     stop: flag::Sender<bool>,
     mut accept_loops: JoinSet<()>,
-    permits: Arc<Semaphore>,
-    max_connections: usize,
+    connections: &Connections,
 ) -> Result<(), DaemonError> {
     notify::stopping();
     tracing::info!("stopping: no new connections, finishing requests in flight");
     let _ = stop.send(true);
     while accept_loops.join_next().await.is_some() {}
-    let all_back = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    match tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(all_back)).await {
-        Ok(_) => tracing::info!("stopped"),
-        Err(_) => tracing::warn!("stopped with connections still open after the drain timeout"),
+    if connections.drained(DRAIN_TIMEOUT).await {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!(
+            open = connections.open(),
+            "stopped with connections still open after the drain timeout"
+        );
     }
     Ok(())
 }

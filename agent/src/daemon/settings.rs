@@ -2,20 +2,31 @@
 //!
 //! ```toml
 //! [daemon]
-//! max_connections = 256            # open connections over all listeners (1 to 65535)
+//! max_connections = 256            # open connections over all listeners (1 to 65535);
+//!                                  # at the cap a new one replaces the oldest idle one
 //! client_timeout_secs = 10         # to send a request's headers or body, and idle time
 //!                                  # between requests on one connection (1 to 300);
 //!                                  # keep it above 2: botocore retries a refused
 //!                                  # request after 1 s on the same connection
 //!
 //! [daemon.imds]
-//! profile = "default"              # the one profile served as the instance's role
+//! profile = "default"              # the one profile served as the instance's role,
+//!                                  # to EVERY local user (see below)
 //! listen = ["127.0.0.1:9911"]      # any IPv4/IPv6 socket addresses
 //!
 //! [daemon.container]
 //! listen = ["127.0.0.1:9912"]
 //! profiles = ["build"]             # each gets a token file readable by its group
 //! ```
+//!
+//! **The IMDS endpoint serves its profile to every local user**, whatever the
+//! profile's `group`: as on EC2, where any process on the instance can read the
+//! instance profile's credentials, IMDSv2 asks only for a session token, and any
+//! process that can reach the port can get one. Serve through `[daemon.imds]` only
+//! a profile every user and service on the host may have. For anything narrower,
+//! use the container endpoint (its token file is readable only by the profile's
+//! group) or `credential_process = aovis-cred` (the cache file is readable only by
+//! the profile's group).
 //!
 //! Both endpoints are off unless their table is present. Listen addresses are read
 //! once at start; a reload (`SIGHUP`) that changes them is logged and needs a
@@ -35,7 +46,8 @@ pub const DEFAULT_CLIENT_TIMEOUT_SECS: u64 = 10;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonSettings {
-    /// Cap on open connections over all listeners; more are closed on accept.
+    /// Cap on open connections over all listeners; at the cap a new connection
+    /// replaces the oldest one with no request in flight (see `daemon::connections`).
     #[serde(
         default = "default_max_connections",
         deserialize_with = "max_connections"
@@ -71,7 +83,7 @@ impl Default for DaemonSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImdsSettings {
-    /// The profile served as the instance's role.
+    /// The profile served as the instance's role, to every local user.
     pub profile: ProfileName,
     /// Addresses to listen on.
     #[serde(default = "default_imds_listen", deserialize_with = "addresses")]

@@ -12,9 +12,9 @@
 //! at most 64 KiB: the same trust rules `aovis-cred` applies.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -23,9 +23,10 @@ use aovis_formats::time::format_expiration;
 use aovis_formats::{Credentials, ProfileName};
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
-use nix::fcntl::OFlag;
 use serde::Serialize;
 use zeroize::Zeroizing;
+
+use super::open::open_regular;
 
 /// Largest cache file accepted.
 pub const MAX_CACHE_BYTES: u64 = 64 * 1024;
@@ -220,27 +221,11 @@ pub fn load(profile: &ProfileName, path: &Path, now: DateTime<Utc>) -> Slot {
 
 /// The file's bytes, `None` when it does not exist, or why it is not trusted.
 fn read_trusted(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
-    // O_NOFOLLOW: a symlink is refused, not followed. O_NONBLOCK: a FIFO planted in
-    // place of the cache cannot hang the daemon on open.
-    let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits())
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) if err.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err("it is a symlink".to_owned())
-        }
-        Err(err) => return Err(format!("cannot open it: {err}")),
+    let (file, metadata) = match open_regular(path) {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return Ok(None),
+        Err(err) => return Err(crate::one_line(&err)),
     };
-    let metadata = file
-        .metadata()
-        .map_err(|err| format!("cannot stat it: {err}"))?;
-    if !metadata.file_type().is_file() {
-        return Err("it is not a regular file".to_owned());
-    }
     if metadata.mode() & 0o022 != 0 {
         return Err("it is writable by group or others".to_owned());
     }

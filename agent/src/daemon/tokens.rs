@@ -19,9 +19,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::fs::{DirBuilder, Permissions};
 use std::io::{self, Read};
-use std::os::unix::fs::{fchown, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{fchown, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,9 @@ use aovis_formats::atomic::{write_atomic, AtomicWriteError, FileSpec};
 use aovis_formats::{ProfileName, SecretString};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use nix::fcntl::OFlag;
 use subtle::ConstantTimeEq;
+
+use super::open::{open_regular, OpenError};
 
 /// Random bytes per token.
 const TOKEN_BYTES: usize = 32;
@@ -263,23 +264,13 @@ fn read_existing(path: &Path, gid: Option<u32>) -> Result<Option<ContainerToken>
         path: path.to_path_buf(),
         problem,
     };
-    let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits())
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) if err.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err(untrusted("it is a symlink"))
-        }
-        Err(err) => return Err(existing(err)),
+    let (file, metadata) = match open_regular(path) {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return Ok(None),
+        Err(OpenError::Symlink) => return Err(untrusted("it is a symlink")),
+        Err(OpenError::NotRegular) => return Err(untrusted("it is not a regular file")),
+        Err(OpenError::Open(source) | OpenError::Stat(source)) => return Err(existing(source)),
     };
-    let metadata = file.metadata().map_err(existing)?;
-    if !metadata.file_type().is_file() {
-        return Err(untrusted("it is not a regular file"));
-    }
     if metadata.uid() != nix::unistd::geteuid().as_raw() {
         return Err(untrusted(
             "it is owned by another user (the daemon owns its token files)",
