@@ -204,7 +204,10 @@ fn rotate(path: &PathBuf, shard: Option<Shard>) -> Result<ExitCode, CliError> {
 
 /// Loads the SDK config, refuses sessions that role chaining cannot issue, logs
 /// the configuration's warnings, and builds the clients.
-pub(crate) async fn prepare(config: Config, lambda: bool) -> Result<(Arc<Config>, aws::Clients), CliError> {
+pub(crate) async fn prepare(
+    config: Config,
+    lambda: bool,
+) -> Result<(Arc<Config>, aws::Clients), CliError> {
     let sdk = aws::load_sdk_config(&config).await;
     let on_role_credentials = lambda || {
         let provider = sdk.credentials_provider().ok_or_else(|| {

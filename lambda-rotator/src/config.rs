@@ -501,7 +501,8 @@ fn is_document_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-fn is_role_arn(arn: &str) -> bool {
+/// `arn:<partition>:iam::<12-digit account>:role/<name>`: an IAM role's ARN.
+pub fn is_role_arn(arn: &str) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
         return false;
@@ -625,6 +626,28 @@ targets = { tags = { Environment = ["prod"] } }
             if warns {
                 assert!(warnings[0].0.contains("binding #1"), "{warnings:?}");
             }
+        }
+    }
+
+    #[test]
+    fn role_arn_forms() {
+        for (arn, ok) in [
+            ("arn:aws:iam::111122223333:role/onprem", true),
+            ("arn:aws:iam::111122223333:role/path/onprem", true),
+            ("arn:aws-us-gov:iam::111122223333:role/onprem", true),
+            ("arn:aws-cn:iam::111122223333:role/onprem", true),
+            ("arn:aws:iam::111122223333:role/", false),
+            ("arn:aws:iam::111122223333:role/path/", false),
+            ("arn:aws:iam::111122223333:user/onprem", false),
+            ("arn:aws:iam:eu-west-1:111122223333:role/onprem", false),
+            ("arn:aws:sts::111122223333:role/onprem", false),
+            ("arn:aws:iam::11112222333:role/onprem", false),
+            ("arn:aws:iam::11112222333x:role/onprem", false),
+            ("arn:gcp:iam::111122223333:role/onprem", false),
+            ("arn:aws:iam::111122223333", false),
+            ("", false),
+        ] {
+            assert_eq!(is_role_arn(arn), ok, "{arn}");
         }
     }
 

@@ -2,9 +2,12 @@
 //! EventBridge Scheduler schedule.
 //!
 //! - **Configuration**: env `AOVIS_ROTATOR_CONFIG` holds the TOML text, or env
-//!   `AOVIS_ROTATOR_CONFIG_PARAMETER` names an SSM parameter that holds it (read
-//!   with decryption, at every invocation, so an edit takes effect at the next
-//!   round). The first wins when both are set.
+//!   `AOVIS_ROTATOR_CONFIG_PARAMETER` names an SSM parameter that holds it, a
+//!   `String` or a `SecureString` (read with decryption, at every invocation, so an
+//!   edit takes effect at the next round). The first wins when both are set. A
+//!   missing parameter or a bad config fails the invocation with one line naming
+//!   the parameter; a TOML syntax error names a byte offset rather than quoting
+//!   the line, so a broken line pasted by mistake is not echoed into the logs.
 //! - **Event**: a JSON object; an optional `"shard": "I/N"` selects a shard, and
 //!   everything else is ignored (Scheduler may add its own fields).
 //! - **Deadline**: no host starts later than the deadline minus a reserve for

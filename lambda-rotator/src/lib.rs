@@ -62,13 +62,29 @@
 //!
 //! The binary's `main` is [`cli::main`]; the modules are public so the fuzz targets
 //! under `fuzz/` drive the same parsers the binary runs.
+//!
+//! # Features
+//!
+//! `runtime` (default) holds every module that needs the AWS SDK, tokio, Lambda,
+//! clap or a terminal: `aws`, `round`, `lambda`, `cli`, `progress`, and the
+//! binary (`required-features`). Without it the crate is only what parses or seals
+//! outside input with no I/O (`config`, `seal`, `shard`, `report`) and depends on
+//! nothing heavier than `age`, `serde` and `toml`. The feature exists for `fuzz/`:
+//! its targets drive these parsers and are built and run briefly on every CI run
+//! (2 cores, a 30 min budget for everything), where compiling the AWS SDK and its
+//! HTTP stack first would cost minutes for code the targets never call.
 
+#[cfg(feature = "runtime")]
 pub mod aws;
+#[cfg(feature = "runtime")]
 pub mod cli;
 pub mod config;
+#[cfg(feature = "runtime")]
 pub mod lambda;
+#[cfg(feature = "runtime")]
 pub mod progress;
 pub mod report;
+#[cfg(feature = "runtime")]
 pub mod round;
 pub mod seal;
 pub mod shard;
