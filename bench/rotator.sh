@@ -2,23 +2,28 @@
 # aovis-rotator at fleet scale: one round against bench/rotator_standin.py, a
 # synthetic SSM + STS playing N hosts with LATENCY_MS on every call, SendCommand
 # throttled to R per second (ThrottlingException) and ERROR_RATE of all calls
-# failing with HTTP 500. Prints:
+# failing with HTTP 500, and LOST_ANSWERS of the delivery SendCommands created and
+# then answered HTTP 500 (the stand-in runs the real aovis-agent for those hosts,
+# so the rotator's retry meets the agent's real replay refusal). Prints:
 #   - wall time of the round against the floor N/R (one SendCommand per host at
 #     the throttled rate); target at most 1.2x;
 #   - API operations per host (what the rotator called) and HTTP requests per host
 #     (what the server saw: retries and refused attempts included); target at most
 #     2.3 per host;
 #   - hosts accounted for in the report (every one, each with an outcome) and how
-#     many were delivered;
+#     many were delivered, of them how many by an earlier attempt of a command
+#     whose answer was lost (the report's note);
 #   - peak RSS of the rotator (GNU time %M); target at most 128 MiB.
 # Usage: bench/rotator.sh   (env: N=10000 R=100 LATENCY_MS=20 ERROR_RATE=0.01
-#                            CONCURRENCY=32 BURST=R/10 PROFILE=release)
+#                            LOST_ANSWERS=0.002 CONCURRENCY=32 BURST=R/10
+#                            PROFILE=release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
 R=${R:-100}
 LATENCY_MS=${LATENCY_MS:-20}
 ERROR_RATE=${ERROR_RATE:-0.01}
+LOST_ANSWERS=${LOST_ANSWERS:-0.002}
 CONCURRENCY=${CONCURRENCY:-32}
 BURST=${BURST:-0}   # the server's SendCommand bucket; 0 means R/10
 py=${AOVIS_TEST_VENV:-$PWD/.venv}/bin/python
@@ -44,7 +49,9 @@ mkdir -p "$work/state" "$work/config"
 recipient=$(AOVIS_STATE_DIR=$work/state AOVIS_CONFIG_DIR=$work/config "$bin/aovis-agent" enroll)
 
 "$py" bench/rotator_standin.py --hosts "$N" --rate "$R" --latency-ms "$LATENCY_MS" \
-    --error-rate "$ERROR_RATE" --burst "$BURST" --recipient "$recipient" > "$work/standin.out" &
+    --error-rate "$ERROR_RATE" --burst "$BURST" --recipient "$recipient" \
+    --lost-answers "$LOST_ANSWERS" --agent "$bin/aovis-agent" --agent-config "$work/config" \
+    --agent-state "$work/hosts" > "$work/standin.out" &
 standin_pid=$!
 for _ in $(seq 100); do [ -s "$work/standin.out" ] && break; sleep 0.1; done
 port=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$work/standin.out")
@@ -86,11 +93,23 @@ print(f"hosts N={n}, SendCommand rate R={r:g}/s, floor N/R = {floor:.1f} s")
 print(f"wall time            {wall:.1f} s = {wall / floor:.3f} x floor      (target <= 1.2)")
 print(f"API operations/host  {ops / n:.3f}   ({ops} operations: {json.dumps(report['api_calls'])})")
 print(f"HTTP requests/host   {seen / n:.3f}   ({seen} seen by the server, {attempts} attempts by the SDK: {json.dumps(stats['requests'])})   (target <= 2.3)")
+noted = sum(1 for h in hosts if h.get("note"))
 print(f"hosts accounted for  {accounted} of {n} (delivered {delivered}, failed {report['counts']['failed']}, not reached {report['counts']['not_reached']})")
+print(f"lost answers         {stats.get('lost_answers', 0)} SendCommands created then answered 500; {noted} hosts delivered by that earlier attempt (agent ran {stats.get('agent_runs', 0)} retries)")
 print(f"peak RSS             {rss_kib / 1024:.1f} MiB   (target <= 128)")
+profile = stats.get("sends_per_second") or []
+if profile:
+    import datetime
+    start = datetime.datetime.fromisoformat(report["round"]["started_at"].replace("Z", "+00:00")).timestamp()
+    steady = sorted(profile[5:-1]) or [0]
+    print(f"commands/s           first at {stats['first_send'] - start:+.1f} s (whole-second start stamp); "
+          f"seconds 1-5: {profile[:5]}; then median {steady[len(steady) // 2]}, "
+          f"min {steady[0]}, max {steady[-1]}; last {profile[-3:]} over {len(profile)} s")
 if report.get("error"):
     print("round error:", report["error"])
 failed = [h for h in hosts if h["outcome"] == "failed"][:3]
+for h in [h for h in hosts if h.get("note")][:1]:
+    print("  noted:", h["instance_id"], h["note"])
 for h in failed:
     print("  failed:", h["instance_id"], h["reason"])
 PY

@@ -15,6 +15,16 @@ Every request first sleeps --latency-ms; then fails with HTTP 500 with probabili
 --error-rate; SendCommand beyond --rate per second gets ThrottlingException (a
 token bucket of --burst tokens, default rate/10). No signature is checked.
 
+With --lost-answers P (and --agent), a SendCommand is, with probability P, created
+and then answered HTTP 500: the answer is lost, the command is not. When the
+rotator sends that host's delivery again, the stand-in plays the host for real:
+it runs the real aovis-agent receive (--agent, host key in --agent-config, a
+state directory per host under --agent-state, AWS_SSM_INSTANCE_ID set) on the
+first payload, then on the second, and reports the second command with the
+agent's exit code and its output as SSM does (stdout, a "----------ERROR-------"
+line, stderr). Other commands are not run: they succeed --done-after seconds
+after they were sent.
+
 It prints {"port": N} once listening; GET /_stats returns the requests it saw per
 operation (retries and refused ones included) and the number of invocations.
 Stops on SIGTERM.
@@ -26,7 +36,9 @@ import datetime
 import http.server
 import json
 import random
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -67,6 +79,28 @@ class State:
         # (requested, command_id, instance_id), kept sorted by time.
         self.invocations = []
         self.times = []
+        self.lost_rate = args.lost_answers if args.agent else 0.0
+        self.agent = args.agent
+        self.agent_config = args.agent_config
+        self.agent_state = args.agent_state
+        # instance -> payload of a command whose answer was lost (not run yet).
+        self.lost = {}
+        # command id -> (status, output, exit code) of a command the agent ran.
+        self.results = {}
+        self.lost_count = 0
+
+    def run_agent(self, instance, payload):
+        """Runs the real aovis-agent receive as SSM Agent would on that host."""
+        state = os.path.join(self.agent_state, instance)
+        os.makedirs(state, exist_ok=True)
+        env = dict(os.environ, AOVIS_STATE_DIR=state, AOVIS_CONFIG_DIR=self.agent_config,
+                   AWS_SSM_INSTANCE_ID=instance)
+        done = subprocess.run([self.agent, "receive", "--payload", payload], env=env,
+                              capture_output=True, text=True, timeout=60)
+        output = done.stdout
+        if done.stderr:
+            output += "\n----------ERROR-------\n" + done.stderr
+        return ("Success" if done.returncode == 0 else "Failed", output, done.returncode)
 
     def count(self, operation):
         with self.lock:
@@ -109,7 +143,15 @@ def make_handler(state):
 
         def do_GET(self):
             with state.lock:
-                stats = {"requests": dict(state.requests), "invocations": len(state.invocations)}
+                # Delivery commands created per second since the first one: the
+                # rate profile the bench prints.
+                sends = [t for t, _, _, _ in state.invocations]
+                per_second = [0] * (int(sends[-1] - sends[0]) + 1) if sends else []
+                for t in sends:
+                    per_second[int(t - sends[0])] += 1
+                stats = {"requests": dict(state.requests), "invocations": len(state.invocations),
+                         "lost_answers": state.lost_count, "agent_runs": len(state.results),
+                         "first_send": sends[0] if sends else None, "sends_per_second": per_second}
             self.reply(200, stats, "application/json")
 
         def do_POST(self):
@@ -158,11 +200,27 @@ def make_handler(state):
                     return self.fail(400, "ThrottlingException", False)
                 now = time.time()
                 command_id = str(uuid.uuid4())
+                instances = request.get("InstanceIds", [])
+                payload = (request.get("Parameters", {}).get("payload") or [""])[0]
                 with state.lock:
-                    for instance in request.get("InstanceIds", []):
+                    lose = payload and len(instances) == 1 and state.random.random() < state.lost_rate
+                    earlier = state.lost.pop(instances[0], None) if payload and len(instances) == 1 else None
+                if earlier is not None:
+                    # The host runs the first command, then this one.
+                    state.run_agent(instances[0], earlier)
+                    result = state.run_agent(instances[0], payload)
+                    with state.lock:
+                        state.results[command_id] = result
+                with state.lock:
+                    for instance in instances:
                         at = bisect.bisect_right(state.times, now)
                         state.times.insert(at, now)
                         state.invocations.insert(at, (now, command_id, instance, request.get("DocumentName")))
+                    if lose:
+                        state.lost[instances[0]] = payload
+                        state.lost_count += 1
+                if lose:
+                    return self.fail(500, "InternalServerError", False)
                 return self.reply(200, {"Command": {"CommandId": command_id, "RequestedDateTime": now,
                                                     "DocumentName": request.get("DocumentName"),
                                                     "InstanceIds": request.get("InstanceIds", []),
@@ -185,10 +243,14 @@ def make_handler(state):
                 items = []
                 for requested, command_id, instance, doc in page:
                     status = "Success" if now - requested >= state.done_after else "InProgress"
+                    output, code = ("aovis-agent: stored" if status == "Success" else ""), 0
+                    ran = state.results.get(command_id)
+                    if ran and status == "Success":
+                        status, output, code = ran
                     items.append({"CommandId": command_id, "InstanceId": instance, "DocumentName": doc,
                                   "RequestedDateTime": requested, "Status": status,
                                   "CommandPlugins": [{"Name": "aovisAgent", "Status": status,
-                                                      "Output": "aovis-agent: stored" if status == "Success" else ""}]})
+                                                      "ResponseCode": code, "Output": output}]})
                 answer = {"CommandInvocations": items}
                 if start + size < len(chosen):
                     answer["NextToken"] = str(start + size)
@@ -208,6 +270,11 @@ def main():
     parser.add_argument("--done-after", type=float, default=0.5, help="seconds until a command succeeds")
     parser.add_argument("--recipient", required=True)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--lost-answers", type=float, default=0.0,
+                        help="share of SendCommands created, then answered HTTP 500")
+    parser.add_argument("--agent", help="aovis-agent, run for hosts whose command was sent twice")
+    parser.add_argument("--agent-config", help="AOVIS_CONFIG_DIR holding the hosts' key")
+    parser.add_argument("--agent-state", help="one AOVIS_STATE_DIR per host is made under it")
     args = parser.parse_args()
     class Server(http.server.ThreadingHTTPServer):
         request_queue_size = 256

@@ -1,6 +1,8 @@
 //! Progress for people: hosts done of total and failures so far, drawn on stderr
 //! with indicatif, only when stderr is a terminal and the rotator is not a Lambda.
-//! Otherwise every call is a no-op, so logs and the report stay clean.
+//! Otherwise every call is a no-op, so logs and the report stay clean. The round
+//! delivers while discovery still lists hosts, so the total grows page by page
+//! ([`Progress::add_targets`]).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,10 +42,11 @@ impl Progress {
         }
     }
 
-    /// Sets the number of hosts.
-    pub fn start(&self, total: u64) {
+    /// Discovery found `count` more hosts: the round delivers while it still
+    /// discovers, so the total grows as pages arrive.
+    pub fn add_targets(&self, count: u64) {
         if let Some(bar) = &self.bar {
-            bar.set_length(total);
+            bar.inc_length(count);
         }
     }
 

@@ -21,13 +21,24 @@
 //! ```
 //!
 //! `api_calls` counts operations the rotator made; `api_attempts` counts HTTP
-//! attempts, retries included. `error` is the message of a round that stopped early
+//! attempts, retries included. The delivery `ssm:SendCommand` is retried by the
+//! round itself rather than the SDK (see the `aws` module), so each of its attempts,
+//! throttled ones included, is both an operation and an attempt. `error` is the message of a round that stopped early
 //! (missing document, missing permission, wrong region), else `null`.
 //!
 //! Outcomes: `delivered`; `enrolled_and_delivered` (the host had no recipient, was
 //! enrolled this round, then delivered); `failed` (with the reason); `not_reached`
 //! (the Lambda deadline came first); `skipped_offline` (SSM reports the node not
 //! online). `reason` is `null` only for the two delivered outcomes.
+//!
+//! A delivered entry may carry a `note`, absent otherwise. Today there is one:
+//! [`NOTE_EARLIER_ATTEMPT`]. SSM sometimes creates a command and
+//! then loses its answer (HTTP 5xx); the rotator sends again, the host stores the
+//! first command's envelope and refuses the second as a replay of the same serial
+//! (`aovis-agent receive` exit code 7). The host holds this round's credentials,
+//! so the entry is delivered; `command_id` is the refused retry's, the one the
+//! rotator knows. A refusal naming a serial other than this round's stays
+//! `failed`.
 //!
 //! Metrics (namespace `Aovis`, dimension set `[["Rotator"]]`, `Rotator` = the
 //! Lambda function name, else `cron`; unit Count): `HostsTargeted` (entries),
@@ -42,6 +53,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use aovis_formats::time::format_expiration;
+
+/// The note on an entry whose delivery command was refused as a replay of this
+/// round's own serial (module docs).
+pub const NOTE_EARLIER_ATTEMPT: &str =
+    "delivered by an earlier attempt of this round's command: SSM answered that \
+     attempt with an error after creating it, the host stored it, and refused the \
+     retry as a replay of the same serial";
 
 /// How one delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,6 +92,10 @@ pub struct HostReport {
     pub reason: Option<String>,
     /// The Run Command id of the delivery, when one was sent.
     pub command_id: Option<String>,
+    /// Something a reader should know about a delivered entry; left out of the
+    /// JSON when there is nothing to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Counts per outcome.
@@ -255,6 +277,7 @@ mod tests {
             reason: (!matches!(outcome, Outcome::Delivered | Outcome::EnrolledAndDelivered))
                 .then(|| "why".into()),
             command_id: None,
+            note: None,
         }
     }
 
