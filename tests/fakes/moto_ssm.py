@@ -2,11 +2,12 @@
 
 Usage: moto_ssm.py URL KEY_ID SECRET commands
        moto_ssm.py URL KEY_ID SECRET parameter NAME
-       moto_ssm.py URL KEY_ID SECRET put-parameter NAME VALUE
+       moto_ssm.py URL KEY_ID SECRET put-parameter NAME VALUE [TYPE]
 
 `commands` prints ListCommands' Commands (parameters included) as JSON;
 `parameter` prints the value (nothing when missing); `put-parameter` stores a
-String parameter.
+parameter of TYPE (default String; SecureString is encrypted with moto's default
+aws/ssm key, and read back as ciphertext without WithDecryption).
 """
 import json
 import sys
@@ -24,6 +25,7 @@ elif what == "parameter":
     except ssm.exceptions.ParameterNotFound:
         pass
 elif what == "put-parameter":
-    ssm.put_parameter(Name=sys.argv[5], Value=sys.argv[6], Type="String")
+    kind = sys.argv[7] if len(sys.argv) > 7 else "String"
+    ssm.put_parameter(Name=sys.argv[5], Value=sys.argv[6], Type=kind)
 else:
     sys.exit("unknown mode " + what)

@@ -42,6 +42,13 @@ same JSON to /_fakes/faults):
   {"latency_ms": 20}                       added to every request
   {"deny_roles": ["arn:aws:iam::...:role/x"]}  AssumeRole on them -> AccessDenied
                                            (moto does not evaluate trust policies)
+  {"accept_then_500": ["mi-..."]}          the first SendCommand naming one of them
+                                           is accepted by moto and run on the nodes,
+                                           then answered HTTP 500 InternalServerError
+                                           (as when SSM created the command but the
+                                           answer was lost), so the SDK retries and
+                                           a second command reaches the node; later
+                                           SendCommands to it are answered normally
 
 Usage:
   ssm_nodes.py --moto http://127.0.0.1:5000 --listen 0 --nodes nodes.json \
@@ -167,6 +174,15 @@ class Faults:
 
     def hangs(self, instance_id):
         return instance_id in self.config.get("hang_instances", [])
+
+    def lose_answer(self, instance_ids):
+        """accept_then_500: True once per named instance id."""
+        with self.lock:
+            named = set(self.config.get("accept_then_500", [])) & set(instance_ids)
+            done = self.counters.setdefault("accept_then_500", set())
+            fresh = named - done
+            done.update(fresh)
+            return bool(fresh)
 
 
 class Fleet:
@@ -459,6 +475,8 @@ def make_handler(fleet, moto):
                         status, data, content_type, headers = self.forward(body)
                         if status == 200:
                             fleet.accepted(parsed, json.loads(data)["Command"])
+                            if fleet.faults.lose_answer(parsed.get("InstanceIds", [])):
+                                raise ApiError(500, "InternalServerError", "injected by ssm_nodes after the command was created")
                         return self.reply(status, data, content_type, headers)
                 status, data, content_type, headers = self.forward(body)
                 return self.reply(status, data, content_type, headers)
@@ -466,6 +484,15 @@ def make_handler(fleet, moto):
                 return self.error(err, query_protocol)
 
     return Handler
+
+
+class Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A client that went away mid-answer (a test killed the rotator while a
+        # request waited out its injected latency) is not an error of the fake.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def main():
@@ -487,7 +514,7 @@ def main():
         document = json.load(handle)
     fleet = Fleet(nodes, os.path.abspath(args.agent), document)
     fleet.faults.set(json.loads(args.faults))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.listen), make_handler(fleet, args.moto))
+    server = Server(("127.0.0.1", args.listen), make_handler(fleet, args.moto))
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(json.dumps({"port": server.server_address[1]}), flush=True)

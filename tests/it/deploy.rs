@@ -673,7 +673,7 @@ fn template_config_is_accepted_by_the_rotator() {
 }
 
 /// The stack's function end to end, as Lambda would run it: the rotator binary
-/// as `bootstrap` under a Lambda Runtime API stand-in (`tests/py/lambda_runtime_api.py`),
+/// as `bootstrap` under a Lambda Runtime API stand-in (`tests/fakes/lambda_runtime_api.py`),
 /// with exactly the environment the template gives the function, invoked with
 /// the schedule's `Input`, against moto holding the template's document, and a
 /// managed node carrying the stack's target tag (`tests/fakes/ssm_nodes.py` plays
@@ -729,9 +729,10 @@ fn stack_function_delivers_in_lambda_mode() {
 
     let mut command = Command::new(python());
     command
-        .arg(py_script("lambda_runtime_api.py"))
+        .arg(repo_root().join("tests/fakes/lambda_runtime_api.py"))
+        .args(["--deadline-ms", "120000"])
         .arg(&schedule_input)
-        .arg("120")
+        .arg("--")
         .arg(crate::support::bin("aovis-rotator"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

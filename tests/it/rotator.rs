@@ -2,6 +2,12 @@
 //! policies and trust policies evaluated) through `tests/fakes/ssm_nodes.py`, which
 //! plays the managed nodes and runs the real `aovis-agent` on them; then
 //! `aovis-cred` and the AWS CLI use what was delivered.
+//!
+//! Failures are injected by the stand-in (its docstring lists them: throttling,
+//! 5xx, `InvalidInstanceId`, commands that never finish, `AccessDenied` on a role,
+//! latency, a SendCommand created but answered 500), and each test names the
+//! faults it switches on. Lambda runs serve the binary as `bootstrap` under
+//! `tests/fakes/lambda_runtime_api.py`, a fake of the Lambda Runtime API.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -327,7 +333,7 @@ fn a_round_enrolls_delivers_and_reports_offline_and_refusing_hosts() {
 
     // A second round: a greater serial replaces both caches; NEW is now just
     // delivered.
-    let serial_before = cache_serial(nodes.host(ENROLLED));
+    let serial_before = serial_of(nodes.host(ENROLLED), "default").unwrap();
     let again = rotator(
         &aws,
         &nodes.url(),
@@ -339,13 +345,14 @@ fn a_round_enrolls_delivers_and_reports_offline_and_refusing_hosts() {
     assert!(
         second["round"]["serial"].as_u64().unwrap() > report["round"]["serial"].as_u64().unwrap()
     );
-    assert!(cache_serial(nodes.host(ENROLLED)) > serial_before);
+    assert!(serial_of(nodes.host(ENROLLED), "default").unwrap() > serial_before);
 }
 
-fn cache_serial(host: &TempHost) -> u64 {
-    let cache: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(host.cache_path("default")).unwrap()).unwrap();
-    cache["Aovis"]["serial"].as_u64().unwrap()
+/// The serial in a host's cache of `profile`, or `None` when it has none.
+fn serial_of(host: &TempHost, profile: &str) -> Option<u64> {
+    let bytes = std::fs::read(host.cache_path(profile)).ok()?;
+    let cache: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    cache["Aovis"]["serial"].as_u64()
 }
 
 fn aws_cli_with_endpoint(host: &TempHost, endpoint: &str) -> Output {
@@ -460,6 +467,210 @@ fn throttling_and_5xx_answers_lose_no_host_and_a_stuck_command_times_out() {
         report["api_attempts"]["ssm:SendCommand"].as_u64().unwrap() > 4,
         "{report}"
     );
+}
+
+#[test]
+fn a_deregistered_node_fails_with_invalid_instance_id_and_every_other_host_is_delivered() {
+    let aws = setup_aws(&[]);
+    let deregistered = "mi-00000000000000015";
+    let mut ids = FLEET.to_vec();
+    ids.push(deregistered);
+    // Fault: discovery still lists the node (online, tagged), but SSM refuses a
+    // SendCommand to it with InvalidInstanceId, as for a node deregistered
+    // between DescribeInstanceInformation and SendCommand.
+    let nodes = enrolled_fleet(
+        &aws,
+        &ids,
+        &format!(r#"{{"invalid_instances":["{deregistered}"]}}"#),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_fleet_config(dir.path(), &aws, "");
+    let out = rotator(
+        &aws,
+        &nodes.url(),
+        &["rotate", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let (_, report) = report_of(&out);
+    let serial = report["round"]["serial"].as_u64().unwrap();
+    assert_eq!(report["counts"]["targeted"], 4, "{report}");
+    assert_eq!(report["counts"]["delivered"], 3, "{report}");
+    assert_eq!(report["counts"]["failed"], 1, "{report}");
+    assert!(
+        report["error"].is_null(),
+        "one host's error is not the round's: {report}"
+    );
+    for id in FLEET {
+        assert_eq!(
+            host_entry(&report, id)["outcome"],
+            "delivered",
+            "{id}: {report}"
+        );
+        assert_eq!(serial_of(nodes.host(id), "default"), Some(serial), "{id}");
+    }
+    let failed = host_entry(&report, deregistered);
+    assert_eq!(failed["outcome"], "failed");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("ssm:SendCommand failed: InvalidInstanceId"),
+        "{reason}"
+    );
+    assert_eq!(serial_of(nodes.host(deregistered), "default"), None);
+}
+
+#[test]
+fn the_next_round_delivers_what_the_last_one_missed() {
+    let aws = setup_aws(&[]);
+    let fine = "mi-00000000000000031";
+    let two_profiles = "mi-00000000000000032";
+    let hangs = "mi-00000000000000033";
+    let deregistered = "mi-00000000000000034";
+    let ids = [fine, two_profiles, hangs, deregistered];
+    let nodes = enrolled_fleet(&aws, &ids, "{}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "region = \"us-east-1\"\nconfirm_timeout_seconds = 5\n{}{}",
+            binding("default", &aws.role_arn, FLEET_TARGETS),
+            binding(
+                "other",
+                &aws.denied_role_arn,
+                &format!("{{ instance_ids = [\"{two_profiles}\"] }}")
+            )
+        ),
+    );
+    let round = || {
+        rotator(
+            &aws,
+            &nodes.url(),
+            &["rotate", "--config", config.to_str().unwrap()],
+        )
+    };
+
+    // Round 1, three faults: `hangs`'s command never finishes (it stays
+    // InProgress past the confirm timeout), SendCommand to `deregistered` answers
+    // InvalidInstanceId, and AssumeRole on binding 2's role answers AccessDenied.
+    nodes.set_faults(&format!(
+        r#"{{"hang_instances":["{hangs}"],"invalid_instances":["{deregistered}"],"deny_roles":["{}"]}}"#,
+        aws.denied_role_arn
+    ));
+    let out = round();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let (_, first) = report_of(&out);
+    let first_serial = first["round"]["serial"].as_u64().unwrap();
+    let entry = |report: &serde_json::Value, id: &str, profile: &str| {
+        report["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["instance_id"] == id && h["profile"] == profile)
+            .unwrap_or_else(|| panic!("{id}/{profile} missing from {report}"))
+            .clone()
+    };
+    assert_eq!(first["counts"]["targeted"], 5, "{first}");
+    for (id, profile, reason) in [
+        (
+            hangs,
+            "default",
+            "not final within the round's wait (last status InProgress)",
+        ),
+        (
+            deregistered,
+            "default",
+            "ssm:SendCommand failed: InvalidInstanceId",
+        ),
+        (
+            two_profiles,
+            "other",
+            "sts:AssumeRole on arn:aws:iam::123456789012:role/aovis-denied failed: AccessDenied",
+        ),
+    ] {
+        let host = entry(&first, id, profile);
+        assert_eq!(host["outcome"], "failed", "{host}");
+        assert!(host["reason"].as_str().unwrap().contains(reason), "{host}");
+    }
+    assert_eq!(serial_of(nodes.host(hangs), "default"), None);
+    assert_eq!(serial_of(nodes.host(deregistered), "default"), None);
+    assert_eq!(serial_of(nodes.host(two_profiles), "other"), None);
+    for id in [fine, two_profiles] {
+        assert_eq!(entry(&first, id, "default")["outcome"], "delivered");
+        assert_eq!(serial_of(nodes.host(id), "default"), Some(first_serial));
+    }
+
+    // Round 2, no faults: every (host, profile) gets round 2's serial, the ones
+    // round 1 missed and the ones it delivered.
+    nodes.set_faults("{}");
+    let out = round();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (_, second) = report_of(&out);
+    let serial = second["round"]["serial"].as_u64().unwrap();
+    assert!(serial > first_serial, "{serial} after {first_serial}");
+    assert_eq!(second["counts"]["targeted"], 5, "{second}");
+    assert_eq!(second["counts"]["delivered"], 5, "{second}");
+    for (id, profile) in [
+        (fine, "default"),
+        (two_profiles, "default"),
+        (hangs, "default"),
+        (deregistered, "default"),
+        (two_profiles, "other"),
+    ] {
+        assert_eq!(entry(&second, id, profile)["outcome"], "delivered");
+        assert_eq!(
+            serial_of(nodes.host(id), profile),
+            Some(serial),
+            "{id}/{profile}"
+        );
+    }
+}
+
+#[test]
+fn a_send_command_created_but_answered_500_still_counts_the_host_delivered() {
+    let aws = setup_aws(&[]);
+    let lost = FLEET[0];
+    // Fault: SSM creates the command (it runs on the node), but the answer to the
+    // first SendCommand to `lost` is HTTP 500; the retry makes a second command,
+    // which the agent refuses as a replay of the serial it already holds.
+    let nodes = enrolled_fleet(&aws, FLEET, &format!(r#"{{"accept_then_500":["{lost}"]}}"#));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_fleet_config(dir.path(), &aws, "confirm_timeout_seconds = 30");
+    let out = rotator(
+        &aws,
+        &nodes.url(),
+        &["rotate", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (_, report) = report_of(&out);
+    let serial = report["round"]["serial"].as_u64().unwrap();
+    for id in FLEET {
+        assert_eq!(
+            host_entry(&report, id)["outcome"],
+            "delivered",
+            "{id}: {report}"
+        );
+        assert_eq!(serial_of(nodes.host(id), "default"), Some(serial), "{id}");
+    }
+    // The fault really hit: two receive commands reached `lost`.
+    let receives = nodes
+        .invocations()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["InstanceId"] == lost)
+        .count();
+    assert_eq!(receives, 2, "{}", nodes.invocations());
+    // And the report says why a refused command still counts; the others carry
+    // no note.
+    let host = host_entry(&report, lost);
+    assert!(host["reason"].is_null(), "{host}");
+    let note = host["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("delivered by an earlier attempt of this round's command"),
+        "{host}"
+    );
+    for id in &FLEET[1..] {
+        assert!(host_entry(&report, id).get("note").is_none(), "{report}");
+    }
 }
 
 #[test]
@@ -805,28 +1016,63 @@ impl Drop for Killed {
     }
 }
 
-#[test]
-fn as_a_lambda_it_serves_scheduler_events_and_fails_the_invocation_on_a_bad_one() {
-    use std::io::BufRead;
-    let aws = setup_aws(&[]);
-    let nodes = enrolled_fleet(&aws, FLEET, "{}");
-    let runtime = std::process::Command::new(python())
+/// Where the function finds its configuration.
+enum ConfigFrom<'a> {
+    /// The TOML text in env `AOVIS_ROTATOR_CONFIG`.
+    Env(&'a str),
+    /// The name of an SSM parameter in env `AOVIS_ROTATOR_CONFIG_PARAMETER`.
+    Parameter(&'a str),
+}
+
+/// What one `aovis-rotator` function did under `tests/fakes/lambda_runtime_api.py`.
+struct LambdaRun {
+    /// One per event, in order: `{"request_id", "kind": "response" | "error", "body"}`.
+    results: Vec<serde_json::Value>,
+    /// The function's stdout (EMF and report lines, as CloudWatch Logs gets them).
+    stdout: String,
+    /// Its logs.
+    stderr: String,
+}
+
+impl LambdaRun {
+    /// The report of the `n`th round that printed one (0-based).
+    fn report(&self, n: usize) -> serde_json::Value {
+        let line = self
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("{\"round\""))
+            .nth(n)
+            .unwrap_or_else(|| panic!("no report #{n} in {}", self.stdout));
+        serde_json::from_str(line).unwrap()
+    }
+}
+
+/// Runs the binary as a Lambda function (as `bootstrap` under the fake Runtime
+/// API, with Lambda's environment) through `events`, each handed out with
+/// `deadline_ms` to run, then stops it.
+fn run_lambda(
+    aws: &Aws,
+    endpoint: &str,
+    config: ConfigFrom,
+    deadline_ms: u64,
+    events: &[&str],
+) -> LambdaRun {
+    use std::io::{BufRead, Read};
+    let runtime = Command::new(python())
         .arg(fake("lambda_runtime_api.py"))
-        .args(["--deadline-ms", "120000"])
-        .arg(r#"{"shard":"1/1","time":"2026-11-22T12:00:00Z","detail-type":"Scheduled Event"}"#)
-        .arg(r#"{"shard":"9/2"}"#)
+        .args(["--deadline-ms", &deadline_ms.to_string()])
+        .args(events)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut runtime = Killed(runtime);
-    let mut results = std::io::BufReader::new(runtime.0.stdout.take().unwrap()).lines();
-    let started: serde_json::Value =
-        serde_json::from_str(&results.next().unwrap().unwrap()).unwrap();
+    let mut lines = std::io::BufReader::new(runtime.0.stdout.take().unwrap()).lines();
+    let started: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     let port = started["port"].as_u64().unwrap();
 
-    let config = binding("default", &aws.role_arn, FLEET_TARGETS);
-    let function = Command::new(bin("aovis-rotator"))
+    let mut function = Command::new(bin("aovis-rotator"));
+    function
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
@@ -838,29 +1084,86 @@ fn as_a_lambda_it_serves_scheduler_events_and_fails_the_invocation_on_a_bad_one(
             "/aws/lambda/aovis-rotator-test",
         )
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
-        .env(
-            "AOVIS_ROTATOR_CONFIG",
-            format!("region = \"us-east-1\"\n{config}"),
-        )
-        .env("AWS_ENDPOINT_URL", nodes.url())
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", &aws.key_id)
         .env("AWS_SECRET_ACCESS_KEY", &aws.secret)
         .env("AWS_REGION", "us-east-1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut function = Killed(function);
+        .stderr(Stdio::piped());
+    match config {
+        ConfigFrom::Env(text) => function.env("AOVIS_ROTATOR_CONFIG", text),
+        ConfigFrom::Parameter(name) => function.env("AOVIS_ROTATOR_CONFIG_PARAMETER", name),
+    };
+    let mut function = Killed(function.spawn().unwrap());
+    // Drain both pipes while the function runs, so a chatty log never blocks it.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(function.0.stdout.take().unwrap()));
+    let stderr = drain(Box::new(function.0.stderr.take().unwrap()));
+    let results = events
+        .iter()
+        .map(|event| {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("the function never answered {event}"))
+                .unwrap();
+            serde_json::from_str(&line).unwrap()
+        })
+        .collect();
+    drop(function);
+    LambdaRun {
+        results,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
 
-    let first: serde_json::Value = serde_json::from_str(&results.next().unwrap().unwrap()).unwrap();
+/// Every log line is JSON (as CloudWatch Logs gets it in Lambda).
+fn assert_json_lines(stderr: &str) {
+    for line in stderr.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+}
+
+/// The `default` binding of the test role to the fleet, as a Lambda's config.
+fn lambda_config(aws: &Aws) -> String {
+    format!(
+        "region = \"us-east-1\"\n{}",
+        binding("default", &aws.role_arn, FLEET_TARGETS)
+    )
+}
+
+#[test]
+fn as_a_lambda_it_serves_scheduler_events_and_fails_the_invocation_on_a_bad_one() {
+    let aws = setup_aws(&[]);
+    let nodes = enrolled_fleet(&aws, FLEET, "{}");
+    let config = lambda_config(&aws);
+    let run = run_lambda(
+        &aws,
+        &nodes.url(),
+        ConfigFrom::Env(&config),
+        120_000,
+        &[
+            r#"{"shard":"1/1","time":"2026-11-22T12:00:00Z","detail-type":"Scheduled Event"}"#,
+            r#"{"shard":"9/2"}"#,
+        ],
+    );
+    let first = &run.results[0];
     assert_eq!(first["kind"], "response", "{first}");
     assert_eq!(first["request_id"], "request-1");
     assert_eq!(first["body"]["counts"]["delivered"], 3, "{first}");
     assert_eq!(first["body"]["round"]["rotator"], "aovis-rotator-test");
     assert_eq!(first["body"]["round"]["shard"], "1/1");
-    let second: serde_json::Value =
-        serde_json::from_str(&results.next().unwrap().unwrap()).unwrap();
+    let second = &run.results[1];
     assert_eq!(second["kind"], "error", "{second}");
     assert!(
         second["body"]["errorMessage"]
@@ -870,14 +1173,9 @@ fn as_a_lambda_it_serves_scheduler_events_and_fails_the_invocation_on_a_bad_one(
         "{second}"
     );
 
-    let _ = function.0.kill();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(function.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    let emf: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
-    assert_eq!(emf["Rotator"], "aovis-rotator-test", "{stdout}");
+    let emf: serde_json::Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(emf["Rotator"], "aovis-rotator-test", "{}", run.stdout);
     assert_eq!(emf["HostsDelivered"], 3);
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(function.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     let secrets: Vec<(String, String)> = FLEET
         .iter()
         .map(|id| cached_secrets(nodes.host(id)))
@@ -886,14 +1184,164 @@ fn as_a_lambda_it_serves_scheduler_events_and_fails_the_invocation_on_a_bad_one(
         .iter()
         .flat_map(|(s, t)| [s.as_str(), t.as_str()])
         .collect();
-    assert_not_in("lambda stdout", &stdout, &flat);
-    assert_not_in("lambda logs", &stderr, &flat);
-    // Logs are JSON lines in Lambda.
-    for line in stderr.lines().filter(|l| !l.is_empty()) {
-        assert!(
-            serde_json::from_str::<serde_json::Value>(line).is_ok(),
-            "not JSON: {line}"
+    assert_not_in("lambda stdout", &run.stdout, &flat);
+    assert_not_in("lambda logs", &run.stderr, &flat);
+    assert_json_lines(&run.stderr);
+}
+
+#[test]
+fn as_a_lambda_it_reads_its_config_from_an_ssm_parameter_and_names_a_bad_one() {
+    let aws = setup_aws(&[]);
+    let nodes = enrolled_fleet(&aws, FLEET, "{}");
+    let config = lambda_config(&aws);
+    // Read with decryption: a SecureString works like a String.
+    for (name, kind) in [
+        ("/aovis/rotator/config", "String"),
+        ("/aovis/rotator/secure-config", "SecureString"),
+    ] {
+        aws.read(&["put-parameter", name, &config, kind]);
+        let run = run_lambda(
+            &aws,
+            &nodes.url(),
+            ConfigFrom::Parameter(name),
+            120_000,
+            &["{}"],
         );
+        let result = &run.results[0];
+        assert_eq!(
+            result["kind"], "response",
+            "{kind}: {result}\n{}",
+            run.stderr
+        );
+        assert_eq!(result["body"]["counts"]["delivered"], 3, "{kind}: {result}");
+        for id in FLEET {
+            assert_eq!(
+                serial_of(nodes.host(id), "default"),
+                result["body"]["round"]["serial"].as_u64(),
+                "{kind}: {id}"
+            );
+        }
+        assert_json_lines(&run.stderr);
+    }
+
+    // A config whose broken line holds something secret-looking (a pasted key):
+    // the error names the parameter and the byte, never the line's text.
+    let pasted = format!("{config}external_id = {}\n", crate::support::SECRET);
+    aws.read(&["put-parameter", "/aovis/rotator/bad-toml", &pasted]);
+    let invalid = format!("{config}session_duration_seconds = 60\n");
+    aws.read(&["put-parameter", "/aovis/rotator/invalid", &invalid]);
+    let cases = [
+        (
+            "parameter missing",
+            "/aovis/rotator/missing",
+            "cannot read the configuration parameter /aovis/rotator/missing: ParameterNotFound",
+        ),
+        (
+            "parameter holds bad TOML",
+            "/aovis/rotator/bad-toml",
+            "invalid configuration in parameter /aovis/rotator/bad-toml: invalid TOML at byte",
+        ),
+        (
+            "parameter holds a config that fails validation",
+            "/aovis/rotator/invalid",
+            "invalid configuration in parameter /aovis/rotator/invalid: binding #1 (profile \"default\"): field `session_duration_seconds` must be from 900 to 43200",
+        ),
+    ];
+    for (name, parameter, expected) in cases {
+        let run = run_lambda(
+            &aws,
+            &nodes.url(),
+            ConfigFrom::Parameter(parameter),
+            120_000,
+            &["{}"],
+        );
+        let result = &run.results[0];
+        assert_eq!(result["kind"], "error", "{name}: {result}");
+        let message = result["body"]["errorMessage"].as_str().unwrap();
+        assert!(message.starts_with(expected), "{name}: {message}");
+        assert_eq!(message.lines().count(), 1, "{name}: {message}");
+        assert!(
+            run.stdout.is_empty(),
+            "{name}: no round ran: {}",
+            run.stdout
+        );
+        assert_no_secret(name, message);
+        assert_no_secret(name, &run.stderr);
+        assert_json_lines(&run.stderr);
+    }
+}
+
+#[test]
+fn a_lambda_deadline_mid_round_reports_the_rest_not_reached_and_the_next_invocation_delivers_them()
+{
+    let aws = setup_aws(&[]);
+    let ids = [
+        "mi-00000000000000041",
+        "mi-00000000000000042",
+        "mi-00000000000000043",
+        "mi-00000000000000044",
+    ];
+    // Fault: every request to SSM and STS takes 1.5 s. With one host at a time
+    // and a 12 s deadline, the round stops starting hosts at 8 s (the deadline
+    // minus a third of the budget): the three set-up calls take 4.5 s and each
+    // host two calls (AssumeRole, SendCommand), so at most two hosts start.
+    let nodes = enrolled_fleet(&aws, &ids, r#"{"latency_ms":1500}"#);
+    let config = format!("concurrency = 1\n{}", lambda_config(&aws));
+    let first = run_lambda(
+        &aws,
+        &nodes.url(),
+        ConfigFrom::Env(&config),
+        12_000,
+        &["{}"],
+    );
+    let result = &first.results[0];
+    assert_eq!(result["kind"], "error", "{result}\n{}", first.stderr);
+    let message = result["body"]["errorMessage"].as_str().unwrap();
+    assert!(message.contains("not reached"), "{message}");
+    let report = first.report(0);
+    assert_eq!(report["counts"]["targeted"], 4, "{report}");
+    let missed: Vec<&serde_json::Value> = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["outcome"] == "not_reached")
+        .collect();
+    assert!(!missed.is_empty(), "{report}");
+    for host in &missed {
+        let reason = host["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("the Lambda deadline was too near"),
+            "{host}"
+        );
+        assert!(host["command_id"].is_null(), "{host}");
+        let id = host["instance_id"].as_str().unwrap();
+        assert!(!nodes.host(id).cache_path("default").exists(), "{id}");
+    }
+    for id in ids {
+        host_entry(&report, id);
+    }
+
+    // The next invocation, without the latency and with Lambda's usual time,
+    // delivers every host, the missed ones included.
+    nodes.set_faults("{}");
+    let second = run_lambda(
+        &aws,
+        &nodes.url(),
+        ConfigFrom::Env(&config),
+        120_000,
+        &["{}"],
+    );
+    let result = &second.results[0];
+    assert_eq!(result["kind"], "response", "{result}\n{}", second.stderr);
+    let serial = result["body"]["round"]["serial"].as_u64().unwrap();
+    assert!(serial > report["round"]["serial"].as_u64().unwrap());
+    for id in ids {
+        assert_eq!(
+            host_entry(&result["body"], id)["outcome"],
+            "delivered",
+            "{id}"
+        );
+        assert_eq!(serial_of(nodes.host(id), "default"), Some(serial), "{id}");
     }
 }
 
