@@ -623,6 +623,25 @@ mod tests {
         }
     }
 
+    /// Answers in flight: (arrives at, slot, accepted).
+    type InFlight = std::collections::VecDeque<(Instant, Slot, bool)>;
+
+    /// Hands the pacer every answer that has arrived by `now`.
+    fn settle(pacer: &Pacer, in_flight: &mut InFlight, now: Instant) {
+        while in_flight
+            .front()
+            .is_some_and(|(arrives, _, _)| *arrives <= now)
+        {
+            if let Some((_, done, ok)) = in_flight.pop_front() {
+                if ok {
+                    pacer.accepted(&done);
+                } else {
+                    pacer.throttled(&done);
+                }
+            }
+        }
+    }
+
     /// Sends `hosts` deliveries through a pacer against a server limit it is not
     /// told, with `latency` before each answer arrives and demand always waiting;
     /// returns (wall time / floor, throttles per host).
@@ -635,9 +654,7 @@ mod tests {
             tokens: (limit / 10.0).max(1.0),
             stamp: base,
         };
-        // Answers in flight: (arrives at, slot, accepted).
-        let mut in_flight: std::collections::VecDeque<(Instant, Slot, bool)> =
-            std::collections::VecDeque::new();
+        let mut in_flight = InFlight::new();
         let (mut delivered, mut throttles) = (0_u32, 0_u32);
         let mut now = base;
         while delivered < hosts {
@@ -645,18 +662,7 @@ mod tests {
             // handed to the pacer first.
             let mut waited = false;
             let slot = loop {
-                while in_flight
-                    .front()
-                    .is_some_and(|(arrives, _, _)| *arrives <= now)
-                {
-                    if let Some((_, done, ok)) = in_flight.pop_front() {
-                        if ok {
-                            pacer.accepted(&done);
-                        } else {
-                            pacer.throttled(&done);
-                        }
-                    }
-                }
+                settle(&pacer, &mut in_flight, now);
                 match pacer.acquire(now, waited) {
                     Ok(slot) => break slot,
                     Err(wait) => {
@@ -665,18 +671,7 @@ mod tests {
                     }
                 }
             };
-            while in_flight
-                .front()
-                .is_some_and(|(arrives, _, _)| *arrives <= now)
-            {
-                if let Some((_, done, ok)) = in_flight.pop_front() {
-                    if ok {
-                        pacer.accepted(&done);
-                    } else {
-                        pacer.throttled(&done);
-                    }
-                }
-            }
+            settle(&pacer, &mut in_flight, now);
             let ok = server.take(now);
             if ok {
                 delivered += 1;

@@ -1531,10 +1531,7 @@ fn is_replay_of_this_round(
     if response_code.is_some_and(|code| code != AGENT_EXIT_NOT_NEWER) {
         return false;
     }
-    let stderr = output
-        .split_once(SSM_STDERR_MARKER)
-        .map_or(output, |(_, err)| err);
-    let Some(line) = stderr.lines().map(str::trim).find(|l| !l.is_empty()) else {
+    let Some(line) = agent_line(output) else {
         return false;
     };
     line == format!(
@@ -1565,14 +1562,19 @@ fn command_of(command: Option<&aws_sdk_ssm::types::Command>) -> Option<(String, 
     Some((id, requested))
 }
 
-/// "Failed: aovis-agent: refused: ..." from an invocation's status and output. SSM
-/// puts stderr after a `----------ERROR-------` line; the agent's one-line reason
-/// is the first line there.
-fn invocation_reason(status: &str, output: &str) -> String {
+/// The agent's one-line message in an invocation's output: SSM puts stderr after
+/// [`SSM_STDERR_MARKER`], and the agent's reason is the first non-empty line there
+/// (or of the whole output when there is no stderr).
+fn agent_line(output: &str) -> Option<&str> {
     let stderr = output
-        .split_once("----------ERROR-------")
+        .split_once(SSM_STDERR_MARKER)
         .map_or(output, |(_, err)| err);
-    match stderr.lines().map(str::trim).find(|l| !l.is_empty()) {
+    stderr.lines().map(str::trim).find(|l| !l.is_empty())
+}
+
+/// "Failed: aovis-agent: refused: ..." from an invocation's status and output.
+fn invocation_reason(status: &str, output: &str) -> String {
+    match agent_line(output) {
         Some(line) => format!("command {status} on the host: {}", one_line(line, 300)),
         None => format!("command {status} on the host (no output)"),
     }
@@ -1832,17 +1834,7 @@ mod tests {
             });
         let assume = mock!(aws_sdk_sts::Client::assume_role).then_output(move || {
             clock.advance(assume_seconds);
-            AssumeRoleOutput::builder()
-                .credentials(
-                    aws_sdk_sts::types::Credentials::builder()
-                        .access_key_id("ASIAMOCK")
-                        .secret_access_key(SECRET)
-                        .session_token("mock-token")
-                        .expiration(aws_smithy_types::DateTime::from_secs(1_795_003_600))
-                        .build()
-                        .unwrap(),
-                )
-                .build()
+            assumed_role()
         });
         let ssm = mock_client!(
             aws_sdk_ssm,
@@ -1857,6 +1849,21 @@ mod tests {
             send,
             assume,
         }
+    }
+
+    /// STS's answer to every mocked `AssumeRole`: a session holding [`SECRET`].
+    fn assumed_role() -> AssumeRoleOutput {
+        AssumeRoleOutput::builder()
+            .credentials(
+                aws_sdk_sts::types::Credentials::builder()
+                    .access_key_id("ASIAMOCK")
+                    .secret_access_key(SECRET)
+                    .session_token("mock-token")
+                    .expiration(aws_smithy_types::DateTime::from_secs(1_795_003_600))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
     }
 
     fn settings(stop_starting_at: Option<DateTime<Utc>>) -> RoundSettings {
@@ -2397,19 +2404,7 @@ targets = { tags = { Fleet = ["x"] } }
             RuleMode::MatchAny,
             [&describe_document, &describe, &parameters, &send, &list]
         );
-        let assume = mock!(aws_sdk_sts::Client::assume_role).then_output(|| {
-            AssumeRoleOutput::builder()
-                .credentials(
-                    aws_sdk_sts::types::Credentials::builder()
-                        .access_key_id("ASIAMOCK")
-                        .secret_access_key(SECRET)
-                        .session_token("mock-token")
-                        .expiration(aws_smithy_types::DateTime::from_secs(1_795_003_600))
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-        });
+        let assume = mock!(aws_sdk_sts::Client::assume_role).then_output(assumed_role);
         let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&assume]);
         let text = ONE_BINDING.replace("concurrency = 1", "concurrency = 4");
         let report = run(

@@ -126,6 +126,15 @@ fn rotator(aws: &Aws, endpoint: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `aovis-rotator rotate --config CONFIG` against `endpoint`.
+fn rotate(aws: &Aws, endpoint: &str, config: &Path) -> Output {
+    rotator(
+        aws,
+        endpoint,
+        &["rotate", "--config", config.to_str().unwrap()],
+    )
+}
+
 /// The two stdout lines: EMF, then the report.
 fn report_of(out: &Output) -> (serde_json::Value, serde_json::Value) {
     let stdout = text(&out.stdout);
@@ -214,11 +223,7 @@ fn a_round_enrolls_delivers_and_reports_offline_and_refusing_hosts() {
         &aws,
         "concurrency = 4\nconfirm_timeout_seconds = 60",
     );
-    let out = rotator(
-        &aws,
-        &nodes.url(),
-        &["rotate", "--config", config.to_str().unwrap()],
-    );
+    let out = rotate(&aws, &nodes.url(), &config);
     let stderr = text(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -334,11 +339,7 @@ fn a_round_enrolls_delivers_and_reports_offline_and_refusing_hosts() {
     // A second round: a greater serial replaces both caches; NEW is now just
     // delivered.
     let serial_before = serial_of(nodes.host(ENROLLED), "default").unwrap();
-    let again = rotator(
-        &aws,
-        &nodes.url(),
-        &["rotate", "--config", config.to_str().unwrap()],
-    );
+    let again = rotate(&aws, &nodes.url(), &config);
     let (_, second) = report_of(&again);
     assert_eq!(host_entry(&second, NEW)["outcome"], "delivered", "{second}");
     assert_eq!(host_entry(&second, ENROLLED)["outcome"], "delivered");
@@ -425,11 +426,7 @@ fn throttling_and_5xx_answers_lose_no_host_and_a_stuck_command_times_out() {
     );
     let dir = tempfile::tempdir().unwrap();
     let config = write_fleet_config(dir.path(), &aws, "confirm_timeout_seconds = 5");
-    let out = rotator(
-        &aws,
-        &nodes.url(),
-        &["rotate", "--config", config.to_str().unwrap()],
-    );
+    let out = rotate(&aws, &nodes.url(), &config);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let (_, report) = report_of(&out);
     for id in FLEET {
@@ -485,11 +482,7 @@ fn a_deregistered_node_fails_with_invalid_instance_id_and_every_other_host_is_de
     );
     let dir = tempfile::tempdir().unwrap();
     let config = write_fleet_config(dir.path(), &aws, "");
-    let out = rotator(
-        &aws,
-        &nodes.url(),
-        &["rotate", "--config", config.to_str().unwrap()],
-    );
+    let out = rotate(&aws, &nodes.url(), &config);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let (_, report) = report_of(&out);
     let serial = report["round"]["serial"].as_u64().unwrap();
@@ -540,13 +533,7 @@ fn the_next_round_delivers_what_the_last_one_missed() {
             )
         ),
     );
-    let round = || {
-        rotator(
-            &aws,
-            &nodes.url(),
-            &["rotate", "--config", config.to_str().unwrap()],
-        )
-    };
+    let round = || rotate(&aws, &nodes.url(), &config);
 
     // Round 1, three faults: `hangs`'s command never finishes (it stays
     // InProgress past the confirm timeout), SendCommand to `deregistered` answers
@@ -634,11 +621,7 @@ fn a_send_command_created_but_answered_500_still_counts_the_host_delivered() {
     let nodes = enrolled_fleet(&aws, FLEET, &format!(r#"{{"accept_then_500":["{lost}"]}}"#));
     let dir = tempfile::tempdir().unwrap();
     let config = write_fleet_config(dir.path(), &aws, "confirm_timeout_seconds = 30");
-    let out = rotator(
-        &aws,
-        &nodes.url(),
-        &["rotate", "--config", config.to_str().unwrap()],
-    );
+    let out = rotate(&aws, &nodes.url(), &config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let (_, report) = report_of(&out);
     let serial = report["round"]["serial"].as_u64().unwrap();
@@ -688,11 +671,7 @@ fn a_refused_role_fails_its_binding_only_and_a_missing_document_or_wrong_region_
             binding("other", &aws.denied_role_arn, targets)
         ),
     );
-    let out = rotator(
-        &aws,
-        &nodes.url(),
-        &["rotate", "--config", config.to_str().unwrap()],
-    );
+    let out = rotate(&aws, &nodes.url(), &config);
     assert_eq!(out.status.code(), Some(1));
     let (_, report) = report_of(&out);
     assert_eq!(report["counts"]["delivered"], 3, "{report}");
@@ -726,11 +705,7 @@ fn a_refused_role_fails_its_binding_only_and_a_missing_document_or_wrong_region_
             dir.path(),
             &format!("{head}{}", binding("default", &aws.role_arn, targets)),
         );
-        let out = rotator(
-            &aws,
-            &nodes.url(),
-            &["rotate", "--config", config.to_str().unwrap()],
-        );
+        let out = rotate(&aws, &nodes.url(), &config);
         assert_eq!(out.status.code(), Some(1), "{name}");
         let stderr = text(&out.stderr);
         let last = stderr.lines().last().unwrap();
@@ -1352,11 +1327,7 @@ fn progress_shows_on_a_terminal_only() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_fleet_config(dir.path(), &aws, "");
     // Not a terminal: no progress on stderr.
-    let plain = rotator(
-        &aws,
-        &nodes.url(),
-        &["rotate", "--config", config.to_str().unwrap()],
-    );
+    let plain = rotate(&aws, &nodes.url(), &config);
     assert!(plain.status.success(), "{}", text(&plain.stderr));
     assert!(
         !text(&plain.stderr).contains("hosts,"),
