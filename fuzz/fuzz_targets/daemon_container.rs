@@ -13,18 +13,21 @@
 //! 1), since the fuzzer cannot guess a 43-character random token.
 #![no_main]
 
+#[path = "common/daemon.rs"]
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use aovis_agent::daemon::container::respond;
-use aovis_agent::daemon::store::{Delivery, Slot, Store};
+use aovis_agent::daemon::store::Store;
 use aovis_agent::daemon::tokens::{ensure_token_file, token_path, ContainerToken};
-use aovis_formats::cache::CacheMeta;
-use aovis_formats::{Credentials, ProfileName, SecretString};
-use chrono::{DateTime, TimeDelta, Utc};
+use aovis_formats::ProfileName;
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
+
+use common::{body, load, now, request};
 
 /// The served profiles and their secrets.
 const PROFILES: [(&str, &str); 2] = [
@@ -39,10 +42,6 @@ struct Fixture {
     store: Store,
 }
 
-fn now() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_795_348_800, 0).expect("a fixed time")
-}
-
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
@@ -55,21 +54,13 @@ fn fixture() -> &'static Fixture {
             let token = ensure_token_file(dir.path(), &profile, None).expect("a token file");
             let text =
                 std::fs::read_to_string(token_path(dir.path(), &profile)).expect("the token file");
-            let credentials = Credentials::new(
+            load(
+                &store,
+                &profile,
+                name,
                 format!("ASIAFUZZ00000000000{i}"),
-                SecretString::new((*secret).into()),
-                SecretString::new(format!("FuZzToKeN{i}")),
-                now() + TimeDelta::hours(1),
+                secret,
             );
-            let meta = CacheMeta {
-                serial: 1,
-                role_arn: format!("arn:aws:iam::111122223333:role/{name}"),
-                instance_id: "mi-0123456789abcdef0".into(),
-                issued_at: now(),
-                received_at: now(),
-            };
-            let delivery = Delivery::new(&profile, credentials, Some(meta), now());
-            store.set(profile.clone(), Slot::Loaded(Arc::new(delivery)));
             tokens.insert(profile, token);
             token_texts.push(text);
         }
@@ -86,30 +77,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let fixture = fixture();
-    // Lines: method, path, then `name: value` headers.
-    let text = String::from_utf8_lossy(rest);
-    let mut lines = text.split('\n');
-    let method = lines.next().unwrap_or("GET");
-    let path = lines.next().unwrap_or("/");
-    let mut builder = hyper::Request::builder().method(method).uri(path);
-    for (bit, token) in fixture.token_texts.iter().enumerate() {
-        if flags & (1 << bit) != 0 {
-            builder = builder.header(AUTHORIZATION, token.as_str());
-        }
-    }
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            builder = builder.header(name.trim(), value.trim());
-        }
-    }
-    let Ok(request) = builder.body(()) else {
+    let tokens: Vec<(&str, &str)> = fixture
+        .token_texts
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| flags & (1 << bit) != 0)
+        .map(|(_, token)| (AUTHORIZATION.as_str(), token.as_str()))
+        .collect();
+    let Some(parts) = request(rest, &tokens, &[]) else {
         return;
     };
-    let (parts, ()) = request.into_parts();
     let response = respond(&parts, &fixture.tokens, &fixture.store, now());
     let status = response.status();
-    let body = block_on_body(http_body_util::BodyExt::collect(response.into_body()));
-    let body = String::from_utf8_lossy(&body);
+    let body = body(response);
     let authorization = parts.headers.get(AUTHORIZATION);
     for ((name, secret), token) in PROFILES.iter().zip(&fixture.token_texts) {
         let entitled = parts.method == Method::GET
@@ -133,18 +113,3 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 });
-
-/// The body is a `Full`, ready at once: poll it with a no-op waker.
-fn block_on_body(
-    future: impl std::future::Future<
-        Output = Result<http_body_util::Collected<hyper::body::Bytes>, std::convert::Infallible>,
-    >,
-) -> Vec<u8> {
-    use std::task::{Context, Poll, Waker};
-    let mut future = std::pin::pin!(future);
-    let mut context = Context::from_waker(Waker::noop());
-    match future.as_mut().poll(&mut context) {
-        Poll::Ready(Ok(collected)) => collected.to_bytes().to_vec(),
-        _ => Vec::new(),
-    }
-}
