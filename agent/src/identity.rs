@@ -27,17 +27,15 @@
 use std::fmt;
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use age::secrecy::ExposeSecret;
 use chrono::{DateTime, Utc};
-use nix::errno::Errno;
-use nix::fcntl::{open, OFlag};
-use nix::sys::stat::{fstat, Mode, SFlag};
 use zeroize::Zeroizing;
+
+use crate::open::{open_regular, OpenError};
 
 /// A key file is about 200 bytes; anything much larger is not one.
 const MAX_KEY_FILE_BYTES: u64 = 4096;
@@ -201,29 +199,32 @@ pub fn load(path: &Path, owner_uid: u32) -> Result<HostIdentity, IdentityError> 
         path: path.to_path_buf(),
         source,
     };
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-    let fd: OwnedFd = open(path, flags, Mode::empty()).map_err(|errno| match errno {
-        Errno::ENOENT => IdentityError::NotEnrolled {
-            path: path.to_path_buf(),
-        },
-        Errno::ELOOP => IdentityError::Symlink {
-            path: path.to_path_buf(),
-        },
-        other => read_error(other.into()),
-    })?;
-    let stat = fstat(&fd).map_err(|errno| read_error(errno.into()))?;
-    if stat.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
-        return Err(IdentityError::NotRegular {
-            path: path.to_path_buf(),
-        });
-    }
-    if stat.st_uid != owner_uid {
+    let (file, metadata) = match open_regular(path) {
+        Ok(Some(opened)) => opened,
+        Ok(None) => {
+            return Err(IdentityError::NotEnrolled {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(OpenError::Symlink) => {
+            return Err(IdentityError::Symlink {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(OpenError::NotRegular) => {
+            return Err(IdentityError::NotRegular {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(OpenError::Open(err) | OpenError::Stat(err)) => return Err(read_error(err)),
+    };
+    if metadata.uid() != owner_uid {
         return Err(IdentityError::Owner {
             path: path.to_path_buf(),
-            uid: stat.st_uid,
+            uid: metadata.uid(),
         });
     }
-    let mode = stat.st_mode & 0o7777;
+    let mode = metadata.mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(IdentityError::Permissions {
             path: path.to_path_buf(),
@@ -231,8 +232,7 @@ pub fn load(path: &Path, owner_uid: u32) -> Result<HostIdentity, IdentityError> 
         });
     }
     let mut text = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_BYTES as usize + 1));
-    File::from(fd)
-        .take(MAX_KEY_FILE_BYTES + 1)
+    file.take(MAX_KEY_FILE_BYTES + 1)
         .read_to_end(&mut text)
         .map_err(read_error)?;
     let malformed = |problem| IdentityError::Malformed {

@@ -8,6 +8,9 @@
 //! | `doctor` | migration and safety checks, each pass / warn / fail with its fix | [`doctor`], [`awsfiles`], [`verify`] |
 //! | `run` | the systemd daemon (IMDSv2 and container endpoints) | `daemon` |
 //!
+//! Every file the agent reads that others could plant or swap (a cache, the host
+//! key, a container token) is opened through [`open::open_regular`].
+//!
 //! Paths follow `aovis_formats::paths` (`AOVIS_STATE_DIR`, `AOVIS_CONFIG_DIR`); the
 //! config is `$AOVIS_CONFIG_DIR/agent.toml` unless `--config` says otherwise (see
 //! [`config`]). The clock is read here, once per command, and passed in.
@@ -28,6 +31,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod identity;
 pub mod instance;
+pub mod open;
 pub mod receive;
 pub mod status;
 pub mod store;

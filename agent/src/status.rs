@@ -27,9 +27,8 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use aovis_formats::cache::{self, CacheFile};
@@ -37,11 +36,11 @@ use aovis_formats::paths::Paths;
 use aovis_formats::time::{format_expiration, human_duration};
 use aovis_formats::ProfileName;
 use chrono::{DateTime, TimeDelta, Utc};
-use nix::fcntl::OFlag;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::config::AgentConfig;
+use crate::open::{open_regular, OpenError};
 
 /// The state of one profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -181,16 +180,19 @@ impl std::error::Error for StatusError {
 
 /// Reads a cache file without following a link, refusing anything over 64 KiB.
 pub fn read_cache(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).bits())
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a regular file",
-        ));
-    }
+    let file = match open_regular(path) {
+        Ok(Some((file, _))) => file,
+        Ok(None) => return Err(io::ErrorKind::NotFound.into()),
+        // The errors the open itself gives, so the message stays the OS's.
+        Err(OpenError::Symlink) => return Err(io::Error::from_raw_os_error(nix::libc::ELOOP)),
+        Err(OpenError::NotRegular) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a regular file",
+            ))
+        }
+        Err(OpenError::Open(err) | OpenError::Stat(err)) => return Err(err),
+    };
     let mut bytes = Zeroizing::new(Vec::with_capacity(4096));
     file.take(64 * 1024 + 1).read_to_end(&mut bytes)?;
     if bytes.len() > 64 * 1024 {

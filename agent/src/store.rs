@@ -20,6 +20,8 @@ use aovis_formats::{cache, ProfileName};
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use zeroize::Zeroizing;
 
+use crate::open::{open_regular, OpenError};
+
 /// A cache file is a few KiB; a larger file is not one of ours.
 const MAX_CACHE_BYTES: u64 = 64 * 1024;
 
@@ -120,21 +122,16 @@ pub fn lock_profile(profiles_dir: &Path, profile: &ProfileName) -> Result<Profil
 
 /// Reads what the cache at `path` holds. Only I/O errors other than "missing" fail.
 pub fn read_cached(path: &Path) -> Result<Cached, StoreError> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).bits())
-        .open(path);
-    let file = match opened {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Cached::Missing),
-        // ELOOP: a symlink in place of the cache; rename replaces the link itself.
-        Err(err) if err.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(Cached::Unusable),
-        Err(err) => return Err(failed("read cache", path)(err)),
+    let file = match open_regular(path) {
+        Ok(Some((file, _))) => file,
+        Ok(None) => return Ok(Cached::Missing),
+        // A symlink in place of the cache (rename replaces the link itself), or
+        // something that is not a file: nothing to compare serials with.
+        Err(OpenError::Symlink | OpenError::NotRegular) => return Ok(Cached::Unusable),
+        Err(OpenError::Open(err) | OpenError::Stat(err)) => {
+            return Err(failed("read cache", path)(err))
+        }
     };
-    let metadata = file.metadata().map_err(failed("read cache", path))?;
-    if !metadata.is_file() {
-        return Ok(Cached::Unusable);
-    }
     let mut bytes = Zeroizing::new(Vec::with_capacity(4096));
     file.take(MAX_CACHE_BYTES + 1)
         .read_to_end(&mut bytes)

@@ -8,7 +8,6 @@
 //! | [`store`] | the loaded caches, with their response bodies prebuilt |
 //! | [`health`] | ok / stale / expired, the log lines each change deserves, the `STATUS=` line |
 //! | [`watch`] | inotify on `$STATE/profiles` |
-//! | [`open`] | opening a cache or token file without following links or blocking on FIFOs |
 //! | [`tokens`] | IMDSv2 session tokens (memory) and container tokens (files) |
 //! | [`imds`], [`container`] | the two APIs, as functions of a request and `now` |
 //! | [`http`] | listeners, connection limits, dispatch |
@@ -50,7 +49,6 @@ pub mod http;
 pub mod imds;
 pub mod logging;
 pub mod notify;
-pub mod open;
 pub mod settings;
 pub mod store;
 pub mod tokens;

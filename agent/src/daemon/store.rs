@@ -26,7 +26,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::open::open_regular;
+use crate::open::open_regular;
 
 /// Largest cache file accepted.
 pub const MAX_CACHE_BYTES: u64 = 64 * 1024;

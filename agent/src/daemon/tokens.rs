@@ -31,7 +31,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
-use super::open::{open_regular, OpenError};
+use crate::open::{open_regular, OpenError};
 
 /// Random bytes per token.
 const TOKEN_BYTES: usize = 32;

@@ -1,5 +1,5 @@
-//! Opening a file the daemon reads (a cache, a container token) without being
-//! tricked by whoever could write to its directory.
+//! Opening a file the agent reads (a cache, the host key, a container token)
+//! without being tricked by whoever could write to its directory.
 //!
 //! `O_NOFOLLOW`: a symlink in the file's place is refused (`ELOOP`), not followed.
 //! `O_NONBLOCK`: a FIFO planted there cannot hang the daemon on open. The checks
